@@ -1,0 +1,276 @@
+#!/usr/bin/env bash
+# compare.sh — run the same seed-bench scenarios against Seed and against Debian's Mosquitto,
+# side by side, and print a Markdown table with seed/mosquitto ratios.
+#
+# Each scenario gets a freshly started broker (pinned to core 0) and the load generator runs
+# pinned to core 1. Raw summary lines are saved to bench/results/ (git-ignored).
+#
+# Environment knobs (defaults in parentheses; QUICK=1 shrinks everything to finish in < 1 min):
+#   SEED_BIN      path to the seed binary (target/release/seed, built here)
+#   BENCH_BIN     path to seed-bench (target/release/seed-bench, built here)
+#   PEERS_ONLY=1  benchmark only the peers (mosquitto), skip seed entirely
+#   SKIP_BUILD=1  don't run cargo build
+#   SCENARIOS     space-separated subset of: pairs_max pairs_rate fanout_q0 fanout_q1 idle offline
+#   PAIRS (16)  PAIRS_DURATION (10)  RATE (5000)  RATE_DURATION (10)
+#   FANOUT_GROUPS (10)  FANOUT_MEMBERS (50)  FANOUT_RATE (1000 published msg/s)  FANOUT_DURATION (10)
+#   IDLE_CONNECTIONS (10000)  OFFLINE_MESSAGES (20000)  PAYLOAD (64)  MQTT_VERSION (4)
+#   MOSQ_NODELAY (1: add `set_tcp_nodelay true` to mosquitto.conf, as seed disables Nagle too)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+RESULTS="$ROOT/bench/results"
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+QUICK="${QUICK:-0}"
+PEERS_ONLY="${PEERS_ONLY:-0}"
+
+if [[ "$QUICK" == 1 ]]; then
+    d_pairs=4; d_dur=3; d_idle=2000; d_off=5000; d_members=20
+else
+    d_pairs=16; d_dur=10; d_idle=10000; d_off=20000; d_members=50
+fi
+PAIRS="${PAIRS:-$d_pairs}"
+PAIRS_DURATION="${PAIRS_DURATION:-$d_dur}"
+RATE="${RATE:-5000}"
+RATE_DURATION="${RATE_DURATION:-$d_dur}"
+FANOUT_GROUPS="${FANOUT_GROUPS:-10}"
+FANOUT_MEMBERS="${FANOUT_MEMBERS:-$d_members}"
+FANOUT_RATE="${FANOUT_RATE:-1000}"
+FANOUT_DURATION="${FANOUT_DURATION:-$d_dur}"
+IDLE_CONNECTIONS="${IDLE_CONNECTIONS:-$d_idle}"
+OFFLINE_MESSAGES="${OFFLINE_MESSAGES:-$d_off}"
+PAYLOAD="${PAYLOAD:-64}"
+MQTT_VERSION="${MQTT_VERSION:-4}"
+MOSQ_NODELAY="${MOSQ_NODELAY:-1}"
+SCENARIOS="${SCENARIOS:-pairs_max pairs_rate fanout_q0 fanout_q1 idle offline}"
+
+log() { printf '[compare] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# --- prerequisites ---------------------------------------------------------------------------
+if ! command -v mosquitto >/dev/null 2>&1 && [[ -x /usr/sbin/mosquitto ]]; then
+    PATH="$PATH:/usr/sbin"
+fi
+if ! command -v mosquitto >/dev/null 2>&1; then
+    if [[ "$(id -u)" == 0 ]]; then
+        log "installing mosquitto"
+        apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y mosquitto >&2
+        PATH="$PATH:/usr/sbin"
+    else
+        die "mosquitto is not installed (run as root or: apt-get install mosquitto)"
+    fi
+fi
+# Debian's package enables a system-wide mosquitto service on :1883; we never use that port,
+# each run below starts its own instance on a free loopback port.
+
+# Raise the fd limit for the brokers and the load generator (idle opens thousands of sockets).
+ulimit -n 65535 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+log "open-file limit: $(ulimit -n)"
+if (( $(ulimit -n) < IDLE_CONNECTIONS + 100 )); then
+    log "warning: fd limit $(ulimit -n) is below IDLE_CONNECTIONS=$IDLE_CONNECTIONS"
+fi
+
+if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
+    if [[ "$PEERS_ONLY" == 1 || -n "${SEED_BIN:-}" ]]; then
+        (cd "$ROOT" && cargo build --release -p seed-bench >&2)
+    else
+        (cd "$ROOT" && cargo build --release -p seed -p seed-bench >&2)
+    fi
+fi
+BENCH_BIN="${BENCH_BIN:-$TARGET/release/seed-bench}"
+SEED_BIN="${SEED_BIN:-$TARGET/release/seed}"
+[[ -x "$BENCH_BIN" ]] || die "seed-bench not found at $BENCH_BIN"
+BROKERS=(mosquitto)
+if [[ "$PEERS_ONLY" != 1 ]]; then
+    [[ -x "$SEED_BIN" ]] || die "seed not found at $SEED_BIN (set SEED_BIN or PEERS_ONLY=1)"
+    BROKERS=(seed mosquitto)
+fi
+
+# Pin the broker to core 0 and the load to core 1 when there are at least two cores.
+if command -v taskset >/dev/null 2>&1 && (( $(nproc) >= 2 )); then
+    PIN_BROKER=(taskset -c 0)
+    PIN_LOAD=(taskset -c 1)
+else
+    PIN_BROKER=()
+    PIN_LOAD=()
+fi
+
+WORK=$(mktemp -d /tmp/seed-compare.XXXXXX)
+BROKER_PID=""
+cleanup() {
+    stop_broker
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+mkdir -p "$RESULTS"
+STAMP=$(date +%Y%m%d-%H%M%S)
+RAW="$RESULTS/compare-$STAMP.txt"
+ERRLOG="$RESULTS/compare-$STAMP.log"
+: >"$RAW"
+: >"$ERRLOG"
+
+# --- broker lifecycle ------------------------------------------------------------------------
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+free_port() {
+    local p i
+    for i in $(seq 1 200); do
+        p=$((20000 + RANDOM % 12000))   # below the ephemeral range (32768+)
+        if ! port_open "$p"; then
+            echo "$p"
+            return 0
+        fi
+    done
+    die "no free port found"
+}
+
+start_broker() { # name -> sets BROKER_PID, PORT
+    local name=$1 data="$WORK/data-$1" conf
+    rm -rf "$data"
+    mkdir -p "$data"
+    PORT=$(free_port)
+    case "$name" in
+        seed)
+            local ws http
+            ws=$(free_port)
+            http=$(free_port)
+            conf="$WORK/seed.toml"
+            printf '[broker]\nallow_anonymous = true\n' >"$conf"
+            "${PIN_BROKER[@]}" "$SEED_BIN" serve --mqtt "127.0.0.1:$PORT" --ws "127.0.0.1:$ws" \
+                --http "127.0.0.1:$http" --data "$data" --config "$conf" \
+                >>"$data/broker.log" 2>&1 &
+            ;;
+        mosquitto)
+            conf="$WORK/mosquitto.conf"
+            {
+                echo "listener $PORT 127.0.0.1"
+                echo "allow_anonymous true"
+                echo "max_queued_messages 100000"
+                echo "persistence false"
+                if [[ "$MOSQ_NODELAY" == 1 ]]; then echo "set_tcp_nodelay true"; fi
+            } >"$conf"
+            "${PIN_BROKER[@]}" mosquitto -c "$conf" >>"$data/broker.log" 2>&1 &
+            ;;
+    esac
+    BROKER_PID=$!
+    local i
+    for i in $(seq 1 100); do
+        if port_open "$PORT"; then
+            sleep 0.2
+            return 0
+        fi
+        if ! kill -0 "$BROKER_PID" 2>/dev/null; then
+            break
+        fi
+        sleep 0.1
+    done
+    log "$name failed to start on port $PORT:"
+    tail -n 20 "$data/broker.log" >&2 || true
+    stop_broker
+    return 1
+}
+
+stop_broker() {
+    if [[ -n "$BROKER_PID" ]]; then
+        kill "$BROKER_PID" 2>/dev/null || true
+        local i
+        for i in $(seq 1 50); do
+            kill -0 "$BROKER_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -9 "$BROKER_PID" 2>/dev/null || true
+        wait "$BROKER_PID" 2>/dev/null || true
+        BROKER_PID=""
+    fi
+    rm -rf "$WORK"/data-*
+}
+
+# --- scenarios -------------------------------------------------------------------------------
+scenario_args() {
+    local common=(--payload "$PAYLOAD" --mqtt-version "$MQTT_VERSION")
+    case "$1" in
+        pairs_max) echo pairs --qos 1 --pairs "$PAIRS" --duration "$PAIRS_DURATION" "${common[@]}" ;;
+        pairs_rate) echo pairs --qos 1 --pairs "$PAIRS" --rate "$RATE" --duration "$RATE_DURATION" "${common[@]}" ;;
+        fanout_q0) echo fanout --qos 0 --groups "$FANOUT_GROUPS" --members "$FANOUT_MEMBERS" --rate "$FANOUT_RATE" --duration "$FANOUT_DURATION" "${common[@]}" ;;
+        fanout_q1) echo fanout --qos 1 --groups "$FANOUT_GROUPS" --members "$FANOUT_MEMBERS" --rate "$FANOUT_RATE" --duration "$FANOUT_DURATION" "${common[@]}" ;;
+        idle) echo idle --connections "$IDLE_CONNECTIONS" --broker-pid "$BROKER_PID" --mqtt-version "$MQTT_VERSION" ;;
+        offline) echo offline --messages "$OFFLINE_MESSAGES" "${common[@]}" ;;
+        *) die "unknown scenario $1" ;;
+    esac
+}
+
+# Metrics shown in the table per scenario.
+scenario_metrics() {
+    case "$1" in
+        pairs_max) echo msg_per_s p50_us p99_us lost duplicated ;;
+        pairs_rate) echo msg_per_s p50_us p99_us max_us lost duplicated ;;
+        fanout_q0) echo msg_per_s p50_us p99_us lost ;;
+        fanout_q1) echo msg_per_s p50_us p99_us lost duplicated ;;
+        idle) echo bytes_per_conn errors ;;
+        offline) echo msg_per_s lost duplicated ;;
+    esac
+}
+
+declare -A RES=()
+
+run_one() { # broker scenario
+    local broker=$1 sc=$2 line rc args
+    if ! start_broker "$broker"; then
+        RES["$broker:$sc"]="FAILED"
+        return
+    fi
+    # shellcheck disable=SC2207
+    args=($(scenario_args "$sc"))
+    log "$broker: $sc (${args[*]})"
+    set +e
+    line=$(timeout 900 "${PIN_LOAD[@]}" "$BENCH_BIN" "${args[@]}" --host 127.0.0.1 --port "$PORT" \
+        --label "$broker" 2>>"$ERRLOG")
+    rc=$?
+    set -e
+    stop_broker
+    if [[ -z "$line" ]]; then
+        log "$broker: $sc failed (exit $rc), see $ERRLOG"
+        RES["$broker:$sc"]="FAILED"
+        return
+    fi
+    (( rc == 0 )) || log "$broker: $sc exited $rc (incomplete run)"
+    echo "case=$sc $line" | tee -a "$RAW" >&2
+    RES["$broker:$sc"]="$line"
+}
+
+field() { # line key
+    local kv
+    for kv in $1; do
+        if [[ "${kv%%=*}" == "$2" ]]; then
+            echo "${kv#*=}"
+            return
+        fi
+    done
+    echo "-"
+}
+
+for sc in $SCENARIOS; do
+    for broker in "${BROKERS[@]}"; do
+        run_one "$broker" "$sc"
+    done
+done
+
+# --- report ----------------------------------------------------------------------------------
+echo
+echo "| scenario | metric | seed | mosquitto | ratio |"
+echo "|---|---|---:|---:|---:|"
+for sc in $SCENARIOS; do
+    for m in $(scenario_metrics "$sc"); do
+        s=$(field "${RES[seed:$sc]:-}" "$m")
+        q=$(field "${RES[mosquitto:$sc]:-}" "$m")
+        [[ "${RES[seed:$sc]:-}" == FAILED ]] && s=FAILED
+        [[ "${RES[mosquitto:$sc]:-}" == FAILED ]] && q=FAILED
+        ratio=$(awk -v a="$s" -v b="$q" 'BEGIN {
+            if (a ~ /^-?[0-9.]+$/ && b ~ /^-?[0-9.]+$/ && b + 0 != 0) printf "%.2f", a / b;
+            else print "-" }')
+        echo "| $sc | $m | $s | $q | $ratio |"
+    done
+done
+echo
+log "raw summaries: $RAW"

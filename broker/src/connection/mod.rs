@@ -1,0 +1,234 @@
+//! One client connection, from its CONNECT to its close, as a single task.
+//!
+//! The task waits on four things at once: bytes from the client, deliveries from the broker
+//! (the session's channel), the store committing a publish it must acknowledge, and the
+//! keep-alive deadline. Whatever it has to say goes into one write buffer that is flushed
+//! before it waits again, so a burst of deliveries or acknowledgements leaves in one write.
+//!
+//! `connect.rs` turns a CONNECT into a running connection (or a refusal), `inbound.rs`
+//! handles the client's packets, `outbound.rs` writes deliveries and acknowledgements.
+
+mod connect;
+mod inbound;
+mod outbound;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::broker::Broker;
+use crate::codec::{Disconnect, LastWill, Packet, Protocol, ReasonCode};
+use crate::hooks::{ClientInfo, Event};
+use crate::session::{Outgoing, SessionRef};
+use crate::transport::Transport;
+use outbound::PendingAck;
+
+/// Why a connection ends, which decides what is sent last and whether the will goes out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Close {
+    /// The client sent DISCONNECT; `will` for 5.0's "disconnect with will message".
+    Client {
+        will: bool,
+    },
+    /// The socket closed or failed.
+    Gone,
+    /// The client broke the protocol; a 5.0 client is told why.
+    Protocol(ReasonCode),
+    KeepAlive,
+    /// Session taken over, or the server shutting down.
+    Server(ReasonCode),
+}
+
+/// Serves one accepted socket: waits (bounded) for its CONNECT, then runs the session.
+pub async fn serve<T: Transport>(
+    broker: Arc<Broker>,
+    transport: T,
+    peer: SocketAddr,
+    listener: &'static str,
+) {
+    if let Some(connection) = connect::accept(broker, transport, peer, listener).await {
+        let span = tracing::info_span!(
+            "client",
+            client_id = %connection.client.client_id,
+            user = connection.client.username.as_deref().unwrap_or("-"),
+        );
+        connection.run().instrument(span).await;
+    }
+}
+
+struct Connection<T> {
+    broker: Arc<Broker>,
+    transport: T,
+    client: Arc<ClientInfo>,
+    protocol: Protocol,
+    session: SessionRef,
+    link_id: u64,
+    rx: mpsc::Receiver<Outgoing>,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    /// 1.5 × keep-alive; None when the client asked for none.
+    keep_alive: Option<Duration>,
+    last_read: Instant,
+    /// Incoming topic aliases (5.0).
+    aliases: HashMap<u16, String>,
+    /// Largest packet the client accepts (5.0 Maximum Packet Size).
+    client_max_packet: usize,
+    /// PUBACK/PUBREC owed to the client, in the order the publishes came in.
+    pending_acks: VecDeque<PendingAck>,
+    will: Option<LastWill>,
+    /// A close command taken from the channel while draining it; acted on next turn.
+    closing: Option<ReasonCode>,
+}
+
+impl<T: Transport> Connection<T> {
+    async fn run(mut self) {
+        tracing::debug!(protocol = ?self.protocol, peer = %self.client.peer, "connected");
+        let close = self.event_loop().await;
+        tracing::debug!(?close, "connection closing");
+        let code = match close {
+            Close::Protocol(code) | Close::Server(code) => Some(code),
+            Close::KeepAlive => Some(ReasonCode::KEEP_ALIVE_TIMEOUT),
+            Close::Client { .. } | Close::Gone => None,
+        };
+        if let Some(code) = code
+            && self.protocol.is_v5()
+        {
+            let packet = Packet::Disconnect(Disconnect { reason: code, ..Default::default() });
+            self.write_packet(&packet);
+        }
+        if !self.wbuf.is_empty() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.flush()).await;
+        }
+        self.transport.close().await;
+
+        let will = match close {
+            Close::Client { will } => will,
+            Close::Server(ReasonCode::SERVER_SHUTTING_DOWN) => false,
+            _ => true,
+        };
+        self.broker.connection_closed(&self.session, self.link_id);
+        if let Some(last_will) = self.will.take()
+            && will
+        {
+            self.publish_will(last_will);
+        }
+        self.broker.metrics.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        if self.broker.hooks.has_observers() {
+            let reason = code.unwrap_or(ReasonCode::NORMAL_DISCONNECTION);
+            self.broker.hooks.notify(Event::Disconnected { client: self.client.clone(), reason });
+        }
+        // Dropping `self.rx` last tells a waiting take-over that this connection is done.
+    }
+
+    async fn event_loop(&mut self) -> Close {
+        let mut shutdown = self.broker.shutdown_signal();
+        if *shutdown.borrow() {
+            return Close::Server(ReasonCode::SERVER_SHUTTING_DOWN);
+        }
+        let far = Duration::from_secs(365 * 24 * 3600);
+        let keep_alive = tokio::time::sleep(self.keep_alive.unwrap_or(far));
+        tokio::pin!(keep_alive);
+        loop {
+            if let Some(code) = self.closing {
+                return Close::Server(code);
+            }
+            if !self.wbuf.is_empty()
+                && let Err(e) = self.flush().await
+            {
+                tracing::debug!(error = %e, "write failed");
+                return Close::Gone;
+            }
+            let waiting_ack = self.pending_acks.front().is_some_and(PendingAck::is_waiting);
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => return Close::Server(ReasonCode::SERVER_SHUTTING_DOWN),
+                result = outbound::first_ack(&mut self.pending_acks), if waiting_ack => {
+                    if let Err(close) = self.acks_ready(result) {
+                        return close;
+                    }
+                }
+                out = self.rx.recv() => {
+                    let Some(out) = out else { return Close::Server(ReasonCode::SESSION_TAKEN_OVER) };
+                    if let Err(close) = self.outgoing(out) {
+                        return close;
+                    }
+                }
+                read = self.transport.read_into(&mut self.rbuf) => {
+                    match read {
+                        Ok(0) => return Close::Gone,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "read failed");
+                            return Close::Gone;
+                        }
+                        Ok(_) => {
+                            self.last_read = Instant::now();
+                            if let Err(close) = self.process_input().await {
+                                return close;
+                            }
+                        }
+                    }
+                }
+                () = &mut keep_alive, if self.keep_alive.is_some() => {
+                    let Some(limit) = self.keep_alive else { continue };
+                    let deadline = self.last_read + limit;
+                    if deadline <= Instant::now() {
+                        return Close::KeepAlive;
+                    }
+                    keep_alive.as_mut().reset(deadline);
+                }
+            }
+        }
+    }
+
+    /// Decodes and handles every complete packet in the read buffer.
+    async fn process_input(&mut self) -> Result<(), Close> {
+        let max = self.broker.config.max_packet_size as usize;
+        loop {
+            let before = self.rbuf.len();
+            let packet = match crate::codec::decode(&mut self.rbuf, self.protocol, max) {
+                Ok(Some(packet)) => packet,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    tracing::info!(reason = %e.reason, detail = e.detail, "bad packet");
+                    return Err(Close::Protocol(e.reason));
+                }
+            };
+            let size = before - self.rbuf.len();
+            self.broker.metrics.packet_in(packet_type(&packet), size);
+            self.handle(packet).await?;
+        }
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        let result = self.transport.write_all(&self.wbuf).await;
+        self.wbuf.clear();
+        result
+    }
+}
+
+/// The MQTT control packet type number, for per-type metrics.
+fn packet_type(packet: &Packet) -> u8 {
+    match packet {
+        Packet::Connect(_) => 1,
+        Packet::ConnAck(_) => 2,
+        Packet::Publish(_) => 3,
+        Packet::PubAck(_) => 4,
+        Packet::PubRec(_) => 5,
+        Packet::PubRel(_) => 6,
+        Packet::PubComp(_) => 7,
+        Packet::Subscribe(_) => 8,
+        Packet::SubAck(_) => 9,
+        Packet::Unsubscribe(_) => 10,
+        Packet::UnsubAck(_) => 11,
+        Packet::PingReq => 12,
+        Packet::PingResp => 13,
+        Packet::Disconnect(_) => 14,
+        Packet::Auth(_) => 15,
+    }
+}

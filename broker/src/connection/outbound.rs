@@ -1,0 +1,210 @@
+//! What a connection writes: deliveries from its session, and the acknowledgements it owes.
+//!
+//! Acknowledgements wait in `pending_acks` in arrival order: a PUBACK may only leave once its
+//! message is durable, and PUBACKs must keep the order of their PUBLISHes ([MQTT-4.6.0-2]),
+//! so one waiting for the store holds back the ones behind it. The store commits in order,
+//! so in practice the queue drains as one batch per group commit.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Close, Connection};
+use crate::broker::Durable;
+use crate::codec::{self, LastWill, Packet, Publish, QoS, ReasonCode};
+use crate::message::{Message, now_millis};
+use crate::metrics::DropReason;
+use crate::session::{OutPublish, Outgoing};
+use crate::store::StoreError;
+use crate::transport::Transport;
+
+/// Deliveries taken from the channel per wake-up before the socket is written.
+const BATCH: usize = 256;
+
+pub(super) struct PendingAck {
+    packet: Packet,
+    wait: Option<Durable>,
+}
+
+impl PendingAck {
+    pub(super) fn ready(packet: Packet) -> PendingAck {
+        PendingAck { packet, wait: None }
+    }
+
+    pub(super) fn after(packet: Packet, wait: Option<Durable>) -> PendingAck {
+        PendingAck { packet, wait }
+    }
+
+    pub(super) fn is_waiting(&self) -> bool {
+        self.wait.is_some()
+    }
+}
+
+type CommitResult = Result<(), StoreError>;
+
+/// Resolves when the first pending acknowledgement's commit is done.
+pub(super) async fn first_ack(
+    pending: &mut std::collections::VecDeque<PendingAck>,
+) -> CommitResult {
+    match pending.front_mut().and_then(|p| p.wait.as_mut()) {
+        Some(wait) => wait.await.unwrap_or(Err(StoreError::Closed)),
+        None => Ok(()),
+    }
+}
+
+impl<T: Transport> Connection<T> {
+    pub(super) fn write_packet(&mut self, packet: &Packet) {
+        let before = self.wbuf.len();
+        match codec::encode(packet, self.protocol, &mut self.wbuf) {
+            Ok(()) => {
+                let kind = super::packet_type(packet);
+                self.broker.metrics.packet_out(kind, self.wbuf.len() - before);
+            }
+            Err(e) => {
+                self.wbuf.truncate(before);
+                tracing::error!(error = %e, kind = packet.kind(), "cannot encode packet");
+            }
+        }
+    }
+
+    /// Queues an acknowledgement; it leaves at once unless an earlier one is still waiting.
+    pub(super) fn queue_ack(&mut self, ack: PendingAck) {
+        if self.pending_acks.is_empty() && ack.wait.is_none() {
+            self.write_packet(&ack.packet);
+        } else {
+            self.pending_acks.push_back(ack);
+        }
+    }
+
+    /// The first pending commit finished: send every acknowledgement that is now due.
+    pub(super) fn acks_ready(&mut self, first: CommitResult) -> Result<(), Close> {
+        let mut result = Some(first);
+        while let Some(front) = self.pending_acks.front_mut() {
+            let outcome = match (result.take(), front.wait.as_mut()) {
+                (Some(r), _) => r,
+                (None, None) => Ok(()),
+                (None, Some(wait)) => match wait.try_recv() {
+                    Ok(r) => r,
+                    Err(tokio::sync::oneshot::error::TryRecvError::Empty) => return Ok(()),
+                    Err(_) => Err(StoreError::Closed),
+                },
+            };
+            let Some(ack) = self.pending_acks.pop_front() else { break };
+            let mut packet = ack.packet;
+            if let Err(e) = outcome {
+                tracing::error!(error = %e, "publish not stored");
+                if !self.protocol.is_v5() {
+                    // 3.x cannot say "not stored": close, and the client sends it again.
+                    return Err(Close::Gone);
+                }
+                if let Packet::PubAck(a) | Packet::PubRec(a) = &mut packet {
+                    a.reason = ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR;
+                }
+            }
+            self.write_packet(&packet);
+        }
+        Ok(())
+    }
+
+    /// A delivery or command from the session's channel, plus whatever else is waiting.
+    pub(super) fn outgoing(&mut self, first: Outgoing) -> Result<(), Close> {
+        let mut next = Some(first);
+        let mut taken = 0;
+        while let Some(out) = next.take() {
+            match out {
+                Outgoing::Publish(publish) => self.write_publish(publish),
+                Outgoing::Disconnect(code) => return Err(Close::Server(code)),
+            }
+            taken += 1;
+            if taken < BATCH {
+                next = self.rx.try_recv().ok();
+            }
+        }
+        Ok(())
+    }
+
+    /// Encodes one delivery for this client's protocol, or drops it if it exceeds the
+    /// client's Maximum Packet Size ([MQTT-3.1.2-25]).
+    pub(super) fn write_publish(&mut self, out: OutPublish) {
+        let mut properties = codec::Properties::default();
+        if self.protocol.is_v5() {
+            properties = out.message.properties.clone();
+            properties.message_expiry_interval = out.message.remaining_expiry(now_millis());
+            properties.subscription_identifiers = out.sub_ids;
+        }
+        let packet = Packet::Publish(Publish {
+            dup: out.dup,
+            qos: out.qos,
+            retain: out.retain,
+            topic: out.message.topic.to_string(),
+            packet_id: out.packet_id,
+            properties,
+            payload: out.message.payload.clone(),
+        });
+        if self.client_max_packet != usize::MAX
+            && codec::encoded_size(&packet, self.protocol) > self.client_max_packet
+        {
+            self.broker.metrics.dropped(DropReason::PacketTooLarge);
+            if out.qos != QoS::AtMostOnce {
+                let mut writes = Vec::new();
+                self.session.state.lock().abandon(out.packet_id, &mut writes);
+                self.broker.store.submit(writes);
+            }
+            return;
+        }
+        self.write_packet(&packet);
+    }
+
+    /// Room freed in the window: first take what is already in the channel (it is older),
+    /// then move queued messages in.
+    pub(super) fn refill(&mut self) {
+        while let Ok(out) = self.rx.try_recv() {
+            match out {
+                Outgoing::Publish(publish) => self.write_publish(publish),
+                Outgoing::Disconnect(code) => {
+                    self.closing = Some(code);
+                    break;
+                }
+            }
+        }
+        let mut writes = Vec::new();
+        let fresh =
+            self.session.state.lock().fill_window(now_millis(), &self.broker.metrics, &mut writes);
+        self.broker.store.submit(writes);
+        for out in fresh {
+            self.write_publish(out);
+        }
+    }
+
+    /// Publishes the will now, or after its delay unless the client comes back first
+    /// ([MQTT-3.1.3-9]); never later than the session's end.
+    pub(super) fn publish_will(&self, will: LastWill) {
+        let (expiry, epoch) = {
+            let state = self.session.state.lock();
+            (state.expiry, state.epoch)
+        };
+        let delay = will.properties.will_delay_interval.unwrap_or(0).min(expiry);
+        let publish = Publish {
+            dup: false,
+            qos: will.qos,
+            retain: will.retain,
+            topic: will.topic,
+            packet_id: 0,
+            properties: will.properties,
+            payload: will.payload,
+        };
+        let message = Arc::new(Message::from_publish(publish, Some(self.client.client_id.clone())));
+        let broker = self.broker.clone();
+        if delay == 0 {
+            broker.publish(message);
+            return;
+        }
+        let session = self.session.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(u64::from(delay))).await;
+            let returned = session.state.lock().epoch != epoch || session.is_online();
+            if !returned {
+                broker.publish(message);
+            }
+        });
+    }
+}

@@ -1,0 +1,485 @@
+//! A session: what the broker keeps for one client id, connected or not — subscriptions, the
+//! QoS 1/2 messages in flight to it, the messages queued behind them.
+//!
+//! The state sits behind a short-held mutex that both sides take: publishers deliver into it,
+//! and the client's connection takes acknowledgements out of it. While the client is
+//! connected the session holds a [`Link`] (a bounded channel to the connection task) and
+//! deliveries go straight down it as long as the in-flight window has room; otherwise they
+//! wait in the queue, which the connection drains as acknowledgements free the window.
+//!
+//! Packet ids are derived from a per-session sequence number (`seq % 65535 + 1`), so a
+//! message keeps its packet id across reconnects and restarts without storing it again.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+
+use crate::codec::{QoS, ReasonCode, SubscriptionOptions};
+use crate::message::Message;
+use crate::metrics::{DropReason, Metrics};
+use crate::store::Write;
+
+pub type SessionRef = Arc<SessionHandle>;
+
+/// A session as shared between the broker's map, the router and the connection.
+pub struct SessionHandle {
+    client_id: Arc<str>,
+    online: AtomicBool,
+    pub state: Mutex<Session>,
+}
+
+impl SessionHandle {
+    pub fn new_ref(client_id: Arc<str>, expiry: u32) -> SessionRef {
+        Arc::new(SessionHandle {
+            state: Mutex::new(Session::new(client_id.clone(), expiry)),
+            client_id,
+            online: AtomicBool::new(false),
+        })
+    }
+
+    pub fn client_id(&self) -> &Arc<str> {
+        &self.client_id
+    }
+
+    pub fn is_online(&self) -> bool {
+        self.online.load(Ordering::Relaxed)
+    }
+
+    pub fn set_online(&self, online: bool) {
+        self.online.store(online, Ordering::Relaxed);
+    }
+}
+
+/// What the broker sends down a connection's channel.
+#[derive(Debug)]
+pub enum Outgoing {
+    Publish(OutPublish),
+    /// Close the connection, telling a 5.0 client why (session taken over, shutdown).
+    Disconnect(ReasonCode),
+}
+
+/// One PUBLISH to write to a subscriber.
+#[derive(Debug, Clone)]
+pub struct OutPublish {
+    pub packet_id: u16,
+    pub qos: QoS,
+    pub dup: bool,
+    pub retain: bool,
+    pub message: Arc<Message>,
+    pub sub_ids: Vec<u32>,
+}
+
+/// A connected client's end of the session.
+pub struct Link {
+    pub id: u64,
+    pub tx: mpsc::Sender<Outgoing>,
+    /// In-flight window: min(client's Receive Maximum, our max_inflight).
+    pub window: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Queued {
+    pub seq: u64,
+    /// Row in the store's `messages` table; 0 when not stored.
+    pub message_id: u64,
+    pub message: Arc<Message>,
+    pub qos: QoS,
+    pub retain: bool,
+    pub sub_ids: Vec<u32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Inflight {
+    pub packet_id: u16,
+    pub item: Queued,
+    /// QoS 2: PUBREC received, PUBREL sent; waiting for PUBCOMP.
+    pub released: bool,
+}
+
+/// An acknowledgement from the subscriber, applied to the in-flight window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ack {
+    PubAck,
+    PubRec,
+    PubComp,
+}
+
+pub struct Session {
+    client_id: Arc<str>,
+    /// Session expiry interval in seconds; 0 ends the session with the connection.
+    pub expiry: u32,
+    /// Subscriptions by their full filter (with any `$share/{group}/` prefix).
+    pub subscriptions: HashMap<String, (SubscriptionOptions, Option<u32>)>,
+    pub inflight: VecDeque<Inflight>,
+    pub queue: VecDeque<Queued>,
+    next_seq: u64,
+    pub link: Option<Link>,
+    /// Incoming QoS 2 packet ids received but not yet released by PUBREL.
+    pub incoming_qos2: HashSet<u16>,
+    /// Unix ms when the client went away (None while connected).
+    pub disconnected_at: Option<u64>,
+    /// Bumped on every connect, so a delayed will knows whether its client came back.
+    pub epoch: u64,
+    /// QoS 1/2 messages at most in `queue`.
+    pub max_queued: usize,
+}
+
+/// What a delivery did, for the caller's bookkeeping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivered {
+    /// Written to the connection's channel.
+    Sent,
+    /// Waiting in the session (client offline or window full).
+    Queued,
+    Dropped(DropReason),
+}
+
+pub fn packet_id_for(seq: u64) -> u16 {
+    (seq % 65535) as u16 + 1
+}
+
+impl Session {
+    pub fn new(client_id: Arc<str>, expiry: u32) -> Session {
+        Session {
+            client_id,
+            expiry,
+            subscriptions: HashMap::new(),
+            inflight: VecDeque::new(),
+            queue: VecDeque::new(),
+            next_seq: 1,
+            link: None,
+            incoming_qos2: HashSet::new(),
+            disconnected_at: None,
+            epoch: 0,
+            max_queued: 100_000,
+        }
+    }
+
+    pub fn is_persistent(&self) -> bool {
+        self.expiry > 0
+    }
+
+    /// Restores a stored queue entry (at start-up).
+    pub fn restore(&mut self, item: Queued, released: bool) {
+        self.next_seq = self.next_seq.max(item.seq + 1);
+        if released {
+            self.inflight.push_back(Inflight {
+                packet_id: packet_id_for(item.seq),
+                item,
+                released,
+            });
+        } else {
+            self.queue.push_back(item);
+        }
+    }
+
+    /// Delivers one message to this session. `message_id` is the stored copy (0 if none);
+    /// a persistent session records a QoS 1/2 message in `writes` so it survives a restart.
+    pub fn deliver(
+        &mut self,
+        message: &Arc<Message>,
+        qos: QoS,
+        retain: bool,
+        sub_ids: Vec<u32>,
+        message_id: u64,
+        writes: &mut Vec<Write>,
+    ) -> Delivered {
+        if qos == QoS::AtMostOnce {
+            let Some(link) = &self.link else {
+                return Delivered::Dropped(DropReason::QueueFull);
+            };
+            let out = OutPublish {
+                packet_id: 0,
+                qos,
+                dup: false,
+                retain,
+                message: message.clone(),
+                sub_ids,
+            };
+            return match link.tx.try_send(Outgoing::Publish(out)) {
+                Ok(()) => Delivered::Sent,
+                Err(_) => Delivered::Dropped(DropReason::QueueFull),
+            };
+        }
+        if self.queue.len() >= self.max_queued {
+            return Delivered::Dropped(DropReason::QueueFull);
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        if self.is_persistent() && message_id != 0 {
+            writes.push(Write::Enqueue {
+                client_id: self.client_id.clone(),
+                seq,
+                message_id,
+                qos,
+                sub_ids: sub_ids.clone(),
+            });
+        }
+        let item = Queued { seq, message_id, message: message.clone(), qos, retain, sub_ids };
+        if let Some(link) = &self.link
+            && self.queue.is_empty()
+            && self.inflight.len() < link.window
+            && self.packet_id_free(seq)
+        {
+            let out = OutPublish {
+                packet_id: packet_id_for(seq),
+                qos,
+                dup: false,
+                retain,
+                message: message.clone(),
+                sub_ids: item.sub_ids.clone(),
+            };
+            if link.tx.try_send(Outgoing::Publish(out)).is_ok() {
+                self.inflight.push_back(Inflight {
+                    packet_id: packet_id_for(seq),
+                    item,
+                    released: false,
+                });
+                return Delivered::Sent;
+            }
+        }
+        self.queue.push_back(item);
+        Delivered::Queued
+    }
+
+    fn packet_id_free(&self, seq: u64) -> bool {
+        // Ids repeat every 65535 messages; only an in-flight message that old can collide.
+        match self.inflight.front() {
+            Some(oldest) if seq - oldest.item.seq >= 65535 => {
+                let id = packet_id_for(seq);
+                !self.inflight.iter().any(|i| i.packet_id == id)
+            }
+            _ => true,
+        }
+    }
+
+    /// Applies a subscriber's acknowledgement. Returns the message it completed (PUBACK,
+    /// PUBCOMP), or None when the packet id is not in flight for that step.
+    pub fn acknowledge(
+        &mut self,
+        packet_id: u16,
+        ack: Ack,
+        writes: &mut Vec<Write>,
+    ) -> Option<Arc<Message>> {
+        let i = self.inflight.iter().position(|f| f.packet_id == packet_id)?;
+        let entry = &mut self.inflight[i];
+        match (ack, entry.item.qos, entry.released) {
+            (Ack::PubAck, QoS::AtLeastOnce, _) | (Ack::PubComp, QoS::ExactlyOnce, true) => {
+                let done = self.inflight.remove(i)?;
+                if self.is_persistent() && done.item.message_id != 0 {
+                    writes.push(Write::Dequeue {
+                        client_id: self.client_id.clone(),
+                        seq: done.item.seq,
+                        message_id: done.item.message_id,
+                    });
+                }
+                Some(done.item.message)
+            }
+            (Ack::PubRec, QoS::ExactlyOnce, _) => {
+                if !entry.released && self.expiry > 0 && entry.item.message_id != 0 {
+                    writes.push(Write::Released {
+                        client_id: self.client_id.clone(),
+                        seq: entry.item.seq,
+                    });
+                }
+                entry.released = true;
+                Some(entry.item.message.clone())
+            }
+            _ => None,
+        }
+    }
+
+    /// A PUBREC with an error code ends a QoS 2 delivery without PUBREL ([MQTT-4.3.3-?]).
+    pub fn abandon(&mut self, packet_id: u16, writes: &mut Vec<Write>) {
+        if let Some(i) = self.inflight.iter().position(|f| f.packet_id == packet_id)
+            && let Some(done) = self.inflight.remove(i)
+            && self.is_persistent()
+            && done.item.message_id != 0
+        {
+            writes.push(Write::Dequeue {
+                client_id: self.client_id.clone(),
+                seq: done.item.seq,
+                message_id: done.item.message_id,
+            });
+        }
+    }
+
+    /// Moves queued messages into the free part of the window, returning what to send.
+    pub fn fill_window(
+        &mut self,
+        now_millis: u64,
+        metrics: &Metrics,
+        writes: &mut Vec<Write>,
+    ) -> Vec<OutPublish> {
+        let Some(window) = self.link.as_ref().map(|l| l.window) else { return Vec::new() };
+        let mut out = Vec::new();
+        while self.inflight.len() < window {
+            let Some(front) = self.queue.front() else { break };
+            if !self.packet_id_free(front.seq) {
+                break;
+            }
+            let Some(item) = self.queue.pop_front() else { break };
+            if item.message.is_expired(now_millis) {
+                metrics.dropped(DropReason::Expired);
+                if self.is_persistent() && item.message_id != 0 {
+                    writes.push(Write::Dequeue {
+                        client_id: self.client_id.clone(),
+                        seq: item.seq,
+                        message_id: item.message_id,
+                    });
+                }
+                continue;
+            }
+            let packet_id = packet_id_for(item.seq);
+            out.push(OutPublish {
+                packet_id,
+                qos: item.qos,
+                dup: false,
+                retain: item.retain,
+                message: item.message.clone(),
+                sub_ids: item.sub_ids.clone(),
+            });
+            self.inflight.push_back(Inflight { packet_id, item, released: false });
+        }
+        out
+    }
+
+    /// On reconnect: everything in flight is sent again, PUBLISH with DUP set, or PUBREL for
+    /// QoS 2 messages already received ([MQTT-4.4.0-1]).
+    pub fn resend(&self) -> (Vec<OutPublish>, Vec<u16>) {
+        let mut publishes = Vec::new();
+        let mut releases = Vec::new();
+        for f in &self.inflight {
+            if f.released {
+                releases.push(f.packet_id);
+            } else {
+                publishes.push(OutPublish {
+                    packet_id: f.packet_id,
+                    qos: f.item.qos,
+                    dup: true,
+                    retain: f.item.retain,
+                    message: f.item.message.clone(),
+                    sub_ids: f.item.sub_ids.clone(),
+                });
+            }
+        }
+        (publishes, releases)
+    }
+
+    /// Messages held for the client: in flight plus queued.
+    pub fn pending(&self) -> usize {
+        self.inflight.len() + self.queue.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn message(n: u8) -> Arc<Message> {
+        Arc::new(Message {
+            topic: "t".into(),
+            payload: Bytes::from(vec![n]),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: Default::default(),
+            expires_at: None,
+            publisher: None,
+        })
+    }
+
+    fn linked(window: usize, capacity: usize) -> (Session, mpsc::Receiver<Outgoing>) {
+        let mut s = Session::new("c".into(), 60);
+        let (tx, rx) = mpsc::channel(capacity);
+        s.link = Some(Link { id: 1, tx, window });
+        (s, rx)
+    }
+
+    #[test]
+    fn window_bounds_in_flight_and_acks_refill_in_order() {
+        let (mut s, mut rx) = linked(2, 16);
+        let mut writes = Vec::new();
+        for n in 0..5 {
+            s.deliver(&message(n), QoS::AtLeastOnce, false, vec![], 10 + n as u64, &mut writes);
+        }
+        assert_eq!(writes.len(), 5, "persistent session stores every QoS 1 message");
+        assert_eq!(s.inflight.len(), 2);
+        assert_eq!(s.queue.len(), 3);
+        let first = match rx.try_recv().unwrap() {
+            Outgoing::Publish(p) => p,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(first.packet_id, 2);
+        writes.clear();
+        assert!(s.acknowledge(first.packet_id, Ack::PubAck, &mut writes).is_some());
+        assert!(matches!(writes[0], Write::Dequeue { seq: 1, .. }));
+        let refill = s.fill_window(0, &Metrics::default(), &mut writes);
+        assert_eq!(refill.len(), 1);
+        assert_eq!(refill[0].message.payload[0], 2);
+        assert!(s.acknowledge(999, Ack::PubAck, &mut writes).is_none());
+    }
+
+    #[test]
+    fn offline_sessions_queue_and_resend_with_dup() {
+        let mut s = Session::new("c".into(), 60);
+        let mut writes = Vec::new();
+        assert_eq!(
+            s.deliver(&message(1), QoS::AtLeastOnce, false, vec![], 1, &mut writes),
+            Delivered::Queued
+        );
+        assert_eq!(
+            s.deliver(&message(2), QoS::AtMostOnce, false, vec![], 0, &mut writes),
+            Delivered::Dropped(DropReason::QueueFull)
+        );
+        let (tx, _rx) = mpsc::channel(4);
+        s.link = Some(Link { id: 2, tx, window: 10 });
+        let sent = s.fill_window(0, &Metrics::default(), &mut writes);
+        assert_eq!(sent.len(), 1);
+        let (again, releases) = s.resend();
+        assert!(again[0].dup);
+        assert!(releases.is_empty());
+    }
+
+    #[test]
+    fn qos2_goes_through_pubrec_then_pubcomp() {
+        let (mut s, _rx) = linked(4, 4);
+        let mut writes = Vec::new();
+        s.deliver(&message(1), QoS::ExactlyOnce, false, vec![], 7, &mut writes);
+        let id = s.inflight[0].packet_id;
+        assert!(s.acknowledge(id, Ack::PubAck, &mut writes).is_none(), "QoS 2 needs PUBREC");
+        assert!(s.acknowledge(id, Ack::PubComp, &mut writes).is_none(), "not released yet");
+        assert!(s.acknowledge(id, Ack::PubRec, &mut writes).is_some());
+        assert_eq!(s.resend().1, vec![id]);
+        assert!(s.acknowledge(id, Ack::PubComp, &mut writes).is_some());
+        assert!(s.inflight.is_empty());
+    }
+
+    #[test]
+    fn full_channel_queues_instead_of_losing() {
+        let (mut s, _rx) = linked(10, 1);
+        let mut writes = Vec::new();
+        assert_eq!(
+            s.deliver(&message(1), QoS::AtLeastOnce, false, vec![], 0, &mut writes),
+            Delivered::Sent
+        );
+        assert_eq!(
+            s.deliver(&message(2), QoS::AtLeastOnce, false, vec![], 0, &mut writes),
+            Delivered::Queued
+        );
+        assert_eq!(
+            s.deliver(&message(3), QoS::AtMostOnce, false, vec![], 0, &mut writes),
+            Delivered::Dropped(DropReason::QueueFull)
+        );
+    }
+
+    #[test]
+    fn packet_ids_wrap_and_skip_zero() {
+        assert_eq!(packet_id_for(0), 1);
+        assert_eq!(packet_id_for(65534), 65535);
+        assert_eq!(packet_id_for(65535), 1);
+    }
+}

@@ -1,0 +1,88 @@
+//! A byte pipe to a client, whatever carries it: TCP, TLS over TCP, or WebSocket frames.
+//!
+//! The connection code reads into and writes from whole buffers, so one small trait covers
+//! all three; WebSocket is the only one that needs more than a pass-through (MQTT packets
+//! travel in binary frames, which need not line up with packet boundaries).
+
+use std::future::Future;
+use std::io;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+pub trait Transport: Send + 'static {
+    /// Reads what is available into `buf`; `Ok(0)` means the peer closed. Cancel-safe.
+    fn read_into(&mut self, buf: &mut BytesMut) -> impl Future<Output = io::Result<usize>> + Send;
+
+    fn write_all(&mut self, data: &[u8]) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// Closes our side politely (TLS close_notify, WebSocket close frame).
+    fn close(&mut self) -> impl Future<Output = ()> + Send;
+}
+
+/// Any ordered byte stream: a `TcpStream` or a rustls `TlsStream`.
+pub struct ByteStream<S>(pub S);
+
+impl<S> Transport for ByteStream<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(16 * 1024);
+        }
+        self.0.read_buf(buf).await
+    }
+
+    async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        self.0.write_all(data).await
+    }
+
+    async fn close(&mut self) {
+        let _ = self.0.shutdown().await;
+    }
+}
+
+/// MQTT over WebSocket: binary frames in, binary frames out.
+pub struct WsTransport<S>(pub WebSocketStream<S>);
+
+impl<S> Transport for WsTransport<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        loop {
+            match self.0.next().await {
+                None => return Ok(0),
+                Some(Err(e)) => return Err(io::Error::other(e)),
+                Some(Ok(WsMessage::Binary(data))) => {
+                    if data.is_empty() {
+                        continue;
+                    }
+                    buf.extend_from_slice(&data);
+                    return Ok(data.len());
+                }
+                Some(Ok(WsMessage::Close(_))) => return Ok(0),
+                // Pings are answered by tungstenite on the next write or flush.
+                Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => {
+                    let _ = self.0.flush().await;
+                }
+                Some(Ok(WsMessage::Text(_))) => {
+                    // [MQTT-6.0.0-1]: MQTT must be carried in binary frames.
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, "text frame"));
+                }
+            }
+        }
+    }
+
+    async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        self.0.send(WsMessage::Binary(Bytes::copy_from_slice(data))).await.map_err(io::Error::other)
+    }
+
+    async fn close(&mut self) {
+        let _ = self.0.close(None).await;
+    }
+}
