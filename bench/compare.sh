@@ -136,7 +136,7 @@ start_broker() { # name -> sets BROKER_PID, PORT
             ws=$(free_port)
             http=$(free_port)
             conf="$WORK/seed.toml"
-            printf '[broker]\nallow_anonymous = true\n' >"$conf"
+            cp "$ROOT/deploy/plain-broker.toml" "$conf"
             "${PIN_BROKER[@]}" "$SEED_BIN" serve --mqtt "127.0.0.1:$PORT" --ws "127.0.0.1:$ws" \
                 --http "127.0.0.1:$http" --data "$data" --config "$conf" \
                 >>"$data/broker.log" 2>&1 &

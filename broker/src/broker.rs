@@ -87,6 +87,7 @@ impl Broker {
             {
                 let mut state = handle.state.lock();
                 state.max_queued = self.config.max_queued_messages;
+                state.stored = true;
                 // A client connected when the process died went away at start-up, at the latest.
                 let gone = stored.disconnected_at.unwrap_or(now);
                 state.disconnected_at = Some(gone);
@@ -103,7 +104,7 @@ impl Broker {
                         message_id: q.message_id,
                         message: q.message,
                         qos: q.qos,
-                        retain: false,
+                        retain: q.retain,
                         sub_ids: q.sub_ids,
                     };
                     state.restore(item, q.released);
@@ -145,7 +146,6 @@ impl Broker {
             self.metrics.dropped(DropReason::NoSubscribers);
         }
         let mut message_id = 0;
-        let now = now_millis();
         for (sub, sub_ids) in merge_by_session(matches) {
             if sub.options.no_local && message.publisher.as_ref() == Some(sub.session.client_id()) {
                 continue;
@@ -172,7 +172,6 @@ impl Broker {
                 _ => {}
             }
         }
-        let _ = now;
         if writes.is_empty() { None } else { Some(self.store.commit(writes)) }
     }
 
@@ -296,7 +295,11 @@ impl Broker {
             self.discard(&session);
         }
         let session = SessionHandle::new_ref(client_id.clone(), expiry);
-        session.state.lock().max_queued = self.config.max_queued_messages;
+        {
+            let mut state = session.state.lock();
+            state.max_queued = self.config.max_queued_messages;
+            state.stored = expiry > 0;
+        }
         sessions.insert(client_id.clone(), session.clone());
         self.metrics.sessions.store(sessions.len() as i64, Relaxed);
         drop(sessions);
@@ -332,8 +335,11 @@ impl Broker {
             drop(sessions);
             self.discard(session);
         } else {
-            self.store
-                .submit(vec![Write::SessionDisconnected { client_id: client_id.clone(), at: now }]);
+            self.store.submit(vec![Write::SessionDisconnected {
+                client_id: client_id.clone(),
+                at: now,
+                expiry,
+            }]);
             self.expiring.lock().insert(client_id.clone(), expiry_deadline(now, expiry));
         }
     }
@@ -342,7 +348,8 @@ impl Broker {
     /// map).
     fn discard(&self, session: &SessionRef) {
         let mut state = session.state.lock();
-        let persistent = state.is_persistent();
+        let stored = state.stored;
+        state.stored = false;
         {
             let mut router = self.router.write();
             for filter in state.subscriptions.keys() {
@@ -355,7 +362,7 @@ impl Broker {
         state.queue.clear();
         state.inflight.clear();
         drop(state);
-        if persistent {
+        if stored {
             self.store
                 .submit(vec![Write::DeleteSession { client_id: session.client_id().clone() }]);
         }

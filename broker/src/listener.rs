@@ -64,36 +64,51 @@ pub async fn run(listener: TcpListener, kind: Kind, broker: Arc<Broker>) {
         let _ = socket.set_nodelay(true);
         let broker = broker.clone();
         let kind = kind.clone();
-        tokio::spawn(async move {
+        let task = async move {
             broker.metrics.sockets.fetch_add(1, Relaxed);
             handle(socket, peer, kind, broker.clone()).await;
             broker.metrics.sockets.fetch_sub(1, Relaxed);
-        });
+        };
+        tokio::spawn(task);
     }
 }
 
 async fn handle(socket: TcpStream, peer: SocketAddr, kind: Kind, broker: Arc<Broker>) {
-    let timeout = broker.config.handshake_timeout();
+    // TLS and WebSocket state is large: boxed, it costs memory only on those listeners.
     match kind {
-        Kind::Tcp => connection::serve(broker, ByteStream(socket), peer, "tcp").await,
-        Kind::Tls(acceptor) => match tokio::time::timeout(timeout, acceptor.accept(socket)).await {
-            Ok(Ok(tls)) => connection::serve(broker, ByteStream(tls), peer, "tls").await,
-            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-        },
-        Kind::WebSocket => {
-            let upgrade = tokio_tungstenite::accept_hdr_async(socket, select_mqtt_subprotocol);
-            match tokio::time::timeout(timeout, upgrade).await {
-                Ok(Ok(ws)) => connection::serve(broker, WsTransport(ws), peer, "ws").await,
-                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "WebSocket handshake failed"),
-                Err(_) => tracing::debug!(%peer, "WebSocket handshake timed out"),
-            }
-        }
+        Kind::Tcp => connection::serve(broker, socket, peer, "tcp").await,
+        Kind::Tls(acceptor) => Box::pin(serve_tls(socket, peer, acceptor, broker)).await,
+        Kind::WebSocket => Box::pin(serve_ws(socket, peer, broker)).await,
+    }
+}
+
+async fn serve_tls(
+    socket: TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    broker: Arc<Broker>,
+) {
+    let timeout = broker.config.handshake_timeout();
+    match tokio::time::timeout(timeout, acceptor.accept(socket)).await {
+        Ok(Ok(tls)) => connection::serve(broker, ByteStream(tls), peer, "tls").await,
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+    }
+}
+
+async fn serve_ws(socket: TcpStream, peer: SocketAddr, broker: Arc<Broker>) {
+    let timeout = broker.config.handshake_timeout();
+    let upgrade = tokio_tungstenite::accept_hdr_async(socket, select_mqtt_subprotocol);
+    match tokio::time::timeout(timeout, upgrade).await {
+        Ok(Ok(ws)) => connection::serve(broker, WsTransport(ws), peer, "ws").await,
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "WebSocket handshake failed"),
+        Err(_) => tracing::debug!(%peer, "WebSocket handshake timed out"),
     }
 }
 
 /// The upgrade is served at `/mqtt`; it answers with the `mqtt` subprotocol (or the 3.1-era
 /// `mqttv3.1`) when the client offers it, as MQTT over WebSocket requires ([MQTT-6.0.0-3]).
+#[allow(clippy::result_large_err)] // the signature tungstenite's callback requires
 fn select_mqtt_subprotocol(
     request: &Request,
     mut response: Response,

@@ -146,7 +146,7 @@ fn walk(node: &Node, levels: &[&str], wildcards: bool, out: &mut Vec<Subscriber>
 }
 
 fn remove(node: &mut Node, levels: &[&str], group: Option<&str>, client_id: &str) -> bool {
-    let removed = match levels.split_first() {
+    match levels.split_first() {
         None => match group {
             None => take(&mut node.subscribers, client_id),
             Some(name) => match node.groups.iter().position(|(g, _)| &**g == name) {
@@ -168,8 +168,7 @@ fn remove(node: &mut Node, levels: &[&str], group: Option<&str>, client_id: &str
             }
             removed
         }
-    };
-    removed
+    }
 }
 
 fn take(list: &mut Vec<Subscriber>, client_id: &str) -> bool {

@@ -125,6 +125,12 @@ pub struct Session {
     pub epoch: u64,
     /// QoS 1/2 messages at most in `queue`.
     pub max_queued: usize,
+    /// The store has a row for this session (so ending it must delete that row, even if
+    /// its expiry has since been set to 0).
+    pub stored: bool,
+    /// Highest sequence number restored from the store at start-up: those messages may
+    /// have been sent before the restart, so they go out with DUP set ([MQTT-3.3.1-1]).
+    restored_seq: u64,
 }
 
 /// What a delivery did, for the caller's bookkeeping.
@@ -155,6 +161,8 @@ impl Session {
             disconnected_at: None,
             epoch: 0,
             max_queued: 100_000,
+            stored: false,
+            restored_seq: 0,
         }
     }
 
@@ -165,6 +173,7 @@ impl Session {
     /// Restores a stored queue entry (at start-up).
     pub fn restore(&mut self, item: Queued, released: bool) {
         self.next_seq = self.next_seq.max(item.seq + 1);
+        self.restored_seq = self.restored_seq.max(item.seq);
         if released {
             self.inflight.push_back(Inflight {
                 packet_id: packet_id_for(item.seq),
@@ -215,6 +224,7 @@ impl Session {
                 seq,
                 message_id,
                 qos,
+                retain,
                 sub_ids: sub_ids.clone(),
             });
         }
@@ -337,7 +347,7 @@ impl Session {
             out.push(OutPublish {
                 packet_id,
                 qos: item.qos,
-                dup: false,
+                dup: item.seq <= self.restored_seq,
                 retain: item.retain,
                 message: item.message.clone(),
                 sub_ids: item.sub_ids.clone(),

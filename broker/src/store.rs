@@ -51,10 +51,12 @@ pub enum Write {
         client_id: Arc<str>,
         expiry: u32,
     },
-    /// The client went away at this time (unix ms); the expiry clock runs from here.
+    /// The client went away at this time (unix ms); the expiry clock runs from here, with
+    /// the expiry the client last asked for (DISCONNECT may change it).
     SessionDisconnected {
         client_id: Arc<str>,
         at: u64,
+        expiry: u32,
     },
     DeleteSession {
         client_id: Arc<str>,
@@ -78,6 +80,8 @@ pub enum Write {
         seq: u64,
         message_id: u64,
         qos: QoS,
+        /// The RETAIN flag this subscriber gets (retain-as-published).
+        retain: bool,
         sub_ids: Vec<u32>,
     },
     /// The QoS 2 message was PUBRECed: only its PUBREL is owed now.
@@ -99,6 +103,7 @@ pub struct StoredQueued {
     pub message_id: u64,
     pub message: Arc<Message>,
     pub qos: QoS,
+    pub retain: bool,
     pub sub_ids: Vec<u32>,
     pub released: bool,
 }
@@ -172,6 +177,7 @@ CREATE TABLE IF NOT EXISTS queue (
     qos INTEGER NOT NULL,
     sub_ids TEXT NOT NULL DEFAULT '',
     released INTEGER NOT NULL DEFAULT 0,
+    retain INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (client_id, seq)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS queue_message ON queue (message_id);
@@ -284,9 +290,11 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, write: &Write) -> Result<(), StoreE
             )?
             .execute(params![&**client_id, expiry])?;
         }
-        Write::SessionDisconnected { client_id, at } => {
-            tx.prepare_cached("UPDATE sessions SET disconnected_at = ?2 WHERE client_id = ?1")?
-                .execute(params![&**client_id, sql_int(*at)])?;
+        Write::SessionDisconnected { client_id, at, expiry } => {
+            tx.prepare_cached(
+                "UPDATE sessions SET disconnected_at = ?2, expiry = ?3 WHERE client_id = ?1",
+            )?
+            .execute(params![&**client_id, sql_int(*at), expiry])?;
         }
         Write::DeleteSession { client_id } => {
             for sql in [
@@ -320,12 +328,20 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, write: &Write) -> Result<(), StoreE
                 message.publisher.as_deref()
             ])?;
         }
-        Write::Enqueue { client_id, seq, message_id, qos, sub_ids } => {
+        Write::Enqueue { client_id, seq, message_id, qos, retain, sub_ids } => {
             let ids: Vec<String> = sub_ids.iter().map(u32::to_string).collect();
             tx.prepare_cached(
-                "INSERT OR REPLACE INTO queue (client_id, seq, message_id, qos, sub_ids) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT OR REPLACE INTO queue (client_id, seq, message_id, qos, retain, sub_ids)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
-            .execute(params![&**client_id, sql_int(*seq), sql_int(*message_id), *qos as u8, ids.join(",")])?;
+            .execute(params![
+                &**client_id,
+                sql_int(*seq),
+                sql_int(*message_id),
+                *qos as u8,
+                retain,
+                ids.join(",")
+            ])?;
         }
         Write::Released { client_id, seq } => {
             tx.prepare_cached("UPDATE queue SET released = 1 WHERE client_id = ?1 AND seq = ?2")?
@@ -371,7 +387,7 @@ fn load(conn: &Connection) -> Result<Loaded, StoreError> {
     let mut subs =
         conn.prepare("SELECT filter, options, id FROM subscriptions WHERE client_id = ?1")?;
     let mut queue = conn.prepare(
-        "SELECT q.seq, q.message_id, q.qos, q.sub_ids, q.released, m.message, m.expires_at, m.publisher
+        "SELECT q.seq, q.message_id, q.qos, q.sub_ids, q.released, m.message, m.expires_at, m.publisher, q.retain
          FROM queue q JOIN messages m ON m.id = q.message_id WHERE q.client_id = ?1 ORDER BY q.seq",
     )?;
     for session in &mut loaded.sessions {
@@ -396,16 +412,19 @@ fn load(conn: &Connection) -> Result<Loaded, StoreError> {
                 row.get::<_, Vec<u8>>(5)?,
                 row.get::<_, Option<i64>>(6)?.map(|v| v as u64),
                 row.get::<_, Option<String>>(7)?,
+                row.get::<_, bool>(8)?,
             ))
         })?;
         for row in rows {
-            let (seq, message_id, qos, sub_ids, released, blob, expires_at, publisher) = row?;
+            let (seq, message_id, qos, sub_ids, released, blob, expires_at, publisher, retain) =
+                row?;
             let message = decode_message(&blob, expires_at, publisher)?;
             session.queue.push(StoredQueued {
                 seq,
                 message_id,
                 message: Arc::new(message),
                 qos: QoS::from_u8(qos).unwrap_or(QoS::AtLeastOnce),
+                retain,
                 sub_ids: sub_ids.split(',').filter_map(|s| s.parse().ok()).collect(),
                 released,
             });
@@ -521,6 +540,7 @@ mod tests {
                         seq: 1,
                         message_id: 1,
                         qos: QoS::AtLeastOnce,
+                        retain: false,
                         sub_ids: vec![7],
                     },
                     Write::PutMessage { id: 2, message: message("a/c", b"second") },
@@ -529,6 +549,7 @@ mod tests {
                         seq: 2,
                         message_id: 2,
                         qos: QoS::AtLeastOnce,
+                        retain: true,
                         sub_ids: vec![],
                     },
                 ])
@@ -549,6 +570,7 @@ mod tests {
         assert_eq!(session.subscriptions[0].id, Some(7));
         assert_eq!(session.queue.len(), 1, "the dequeued message is gone");
         assert_eq!(session.queue[0].seq, 2);
+        assert!(session.queue[0].retain, "retain-as-published survives a restart");
         assert_eq!(session.queue[0].message.payload, Bytes::from_static(b"second"));
         assert_eq!(loaded.next_message_id, 3);
     }
@@ -566,6 +588,7 @@ mod tests {
                 seq: 1,
                 message_id: 1,
                 qos: QoS::AtLeastOnce,
+                retain: false,
                 sub_ids: vec![],
             },
             Write::DeleteSession { client_id: client },

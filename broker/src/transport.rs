@@ -10,6 +10,7 @@ use std::io;
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
@@ -23,7 +24,40 @@ pub trait Transport: Send + 'static {
     fn close(&mut self) -> impl Future<Output = ()> + Send;
 }
 
-/// Any ordered byte stream: a `TcpStream` or a rustls `TlsStream`.
+/// Plain TCP waits for readiness before it takes buffer space, so an idle connection holds
+/// no read buffer at all.
+impl Transport for TcpStream {
+    async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        loop {
+            self.readable().await?;
+            if buf.capacity() - buf.len() < 1024 {
+                buf.reserve(READ_CHUNK);
+            }
+            match self.try_read_buf(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // Readiness was stale: give the space back before waiting for real.
+                    if buf.is_empty() {
+                        *buf = BytesMut::new();
+                    }
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        AsyncWriteExt::write_all(self, data).await
+    }
+
+    async fn close(&mut self) {
+        let _ = self.shutdown().await;
+    }
+}
+
+/// Room reserved for one read when the buffer is short of it.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Any other ordered byte stream, such as a rustls `TlsStream`.
 pub struct ByteStream<S>(pub S);
 
 impl<S> Transport for ByteStream<S>
@@ -31,8 +65,8 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(16 * 1024);
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(READ_CHUNK);
         }
         self.0.read_buf(buf).await
     }

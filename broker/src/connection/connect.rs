@@ -184,8 +184,9 @@ pub(super) async fn accept<T: Transport>(
         session: session.clone(),
         link_id,
         rx,
-        rbuf,
-        wbuf: BytesMut::with_capacity(16 * 1024),
+        // An idle connection holds no buffer: they grow when traffic comes.
+        rbuf: if rbuf.is_empty() { BytesMut::new() } else { rbuf },
+        wbuf: BytesMut::new(),
         keep_alive: (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
         last_read: Instant::now(),
         aliases: Default::default(),
@@ -194,7 +195,7 @@ pub(super) async fn accept<T: Transport>(
             .maximum_packet_size
             .map_or(usize::MAX, |m| m as usize),
         pending_acks: Default::default(),
-        will: connect.will,
+        will: connect.will.map(Box::new),
         closing: None,
     };
     connection.write_packet(&Packet::ConnAck(connack));

@@ -36,8 +36,9 @@ impl<T: Transport> Connection<T> {
                 self.on_ack(ack.packet_id, Ack::PubComp);
                 Ok(())
             }
-            Packet::Subscribe(subscribe) => self.on_subscribe(subscribe).await,
-            Packet::Unsubscribe(unsubscribe) => self.on_unsubscribe(unsubscribe).await,
+            // Boxed, like every rare path with a large future (see `intercept`).
+            Packet::Subscribe(subscribe) => Box::pin(self.on_subscribe(subscribe)).await,
+            Packet::Unsubscribe(unsubscribe) => Box::pin(self.on_unsubscribe(unsubscribe)).await,
             Packet::PingReq => {
                 self.write_packet(&Packet::PingResp);
                 Ok(())
@@ -95,17 +96,18 @@ impl<T: Transport> Connection<T> {
             return Ok(());
         }
 
-        let action = Action::Publish { topic: &publish.topic, qos, retain: publish.retain };
-        let mut verdict = self.broker.hooks.authorize(&self.client, &action).await;
         let format_invalid = publish.properties.payload_format_indicator == Some(1)
             && std::str::from_utf8(&publish.payload).is_err();
         let mut message = Message::from_publish(publish, Some(self.client.client_id.clone()));
-        if verdict == Decision::Allow && format_invalid {
-            verdict = Decision::Deny(ReasonCode::PAYLOAD_FORMAT_INVALID);
-        }
-        if verdict == Decision::Allow && self.broker.hooks.has_on_publish() {
-            verdict = self.broker.hooks.on_publish(&self.client, &mut message).await;
-        }
+        let verdict = if format_invalid {
+            Decision::Deny(ReasonCode::PAYLOAD_FORMAT_INVALID)
+        } else if self.broker.hooks.intercepts_publish() {
+            // Boxed: the hooks' state is large and rare, and would otherwise sit in every
+            // connection's memory for its lifetime.
+            Box::pin(self.intercept(&mut message)).await
+        } else {
+            Decision::Allow
+        };
 
         let durable = match verdict {
             Decision::Allow => self.broker.publish(Arc::new(message)),
@@ -141,6 +143,17 @@ impl<T: Transport> Connection<T> {
         };
         self.queue_ack(PendingAck::after(ack, durable));
         Ok(())
+    }
+
+    /// The `authorize` and `on_publish` hooks for a publish.
+    async fn intercept(&self, message: &mut Message) -> Decision {
+        let action =
+            Action::Publish { topic: &message.topic, qos: message.qos, retain: message.retain };
+        let verdict = self.broker.hooks.authorize(&self.client, &action).await;
+        if verdict != Decision::Allow || !self.broker.hooks.has_on_publish() {
+            return verdict;
+        }
+        self.broker.hooks.on_publish(&self.client, message).await
     }
 
     fn on_pubrel(&mut self, ack: PubAck) {

@@ -29,6 +29,9 @@ use crate::session::{Outgoing, SessionRef};
 use crate::transport::Transport;
 use outbound::PendingAck;
 
+/// A write buffer grown past this by a burst is given back once flushed.
+const MAX_IDLE_BUFFER: usize = 64 * 1024;
+
 /// Why a connection ends, which decides what is sent last and whether the will goes out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Close {
@@ -52,13 +55,16 @@ pub async fn serve<T: Transport>(
     peer: SocketAddr,
     listener: &'static str,
 ) {
-    if let Some(connection) = connect::accept(broker, transport, peer, listener).await {
+    // Boxed so the handshake's large, short-lived state is freed once it is done; what stays
+    // for an idle connection's lifetime is only the (boxed) run loop.
+    let accepted = Box::pin(connect::accept(broker, transport, peer, listener)).await;
+    if let Some(connection) = accepted {
         let span = tracing::info_span!(
             "client",
             client_id = %connection.client.client_id,
             user = connection.client.username.as_deref().unwrap_or("-"),
         );
-        connection.run().instrument(span).await;
+        Box::pin(connection.run().instrument(span)).await;
     }
 }
 
@@ -81,7 +87,9 @@ struct Connection<T> {
     client_max_packet: usize,
     /// PUBACK/PUBREC owed to the client, in the order the publishes came in.
     pending_acks: VecDeque<PendingAck>,
-    will: Option<LastWill>,
+    /// Boxed: a will is rare and its properties are large, and this struct lives as long
+    /// as the connection.
+    will: Option<Box<LastWill>>,
     /// A close command taken from the channel while draining it; acted on next turn.
     closing: Option<ReasonCode>,
 }
@@ -168,8 +176,14 @@ impl<T: Transport> Connection<T> {
                         }
                         Ok(_) => {
                             self.last_read = Instant::now();
-                            if let Err(close) = self.process_input().await {
+                            // Boxed: decoding and handling need far more state than
+                            // waiting does, and a waiting connection should be small.
+                            if let Err(close) = Box::pin(self.process_input()).await {
                                 return close;
+                            }
+                            if self.rbuf.is_empty() {
+                                // Many idle devices: hold no read buffer between packets.
+                                self.rbuf = BytesMut::new();
                             }
                         }
                     }
@@ -207,7 +221,11 @@ impl<T: Transport> Connection<T> {
 
     async fn flush(&mut self) -> std::io::Result<()> {
         let result = self.transport.write_all(&self.wbuf).await;
-        self.wbuf.clear();
+        if self.wbuf.capacity() > MAX_IDLE_BUFFER {
+            self.wbuf = BytesMut::new();
+        } else {
+            self.wbuf.clear();
+        }
         result
     }
 }

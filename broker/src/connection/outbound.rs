@@ -177,7 +177,8 @@ impl<T: Transport> Connection<T> {
 
     /// Publishes the will now, or after its delay unless the client comes back first
     /// ([MQTT-3.1.3-9]); never later than the session's end.
-    pub(super) fn publish_will(&self, will: LastWill) {
+    pub(super) fn publish_will(&self, will: Box<LastWill>) {
+        let will = *will;
         let (expiry, epoch) = {
             let state = self.session.state.lock();
             (state.expiry, state.epoch)

@@ -229,6 +229,12 @@ impl Hooks {
         Decision::Allow
     }
 
+    /// Whether any plugin looks at publishes (`authorize` or `on_publish`).
+    pub fn intercepts_publish(&self) -> bool {
+        let chain = self.chain.read();
+        !chain.authorize.is_empty() || !chain.on_publish.is_empty()
+    }
+
     pub fn has_on_publish(&self) -> bool {
         !self.chain.read().on_publish.is_empty()
     }
