@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use seed_broker::hooks::{HookSettings, Hooks, PluginRegistry};
+use seed_broker::hooks::{HookSettings, Hooks, PluginContext, PluginRegistry};
 use seed_broker::{Config, Server};
 
 #[derive(Parser)]
@@ -81,7 +81,8 @@ fn serve(args: ServeArgs) -> Result<()> {
 
 async fn run(args: ServeArgs, config: Config) -> Result<()> {
     let registry = registry();
-    let plugins = registry.build(&config.plugins).context("building plugins")?;
+    let mut context = PluginContext::new(config.store.data_dir.clone());
+    let plugins = registry.build(&config.plugins, &mut context).context("building plugins")?;
     let names: Vec<&str> = plugins.iter().map(|(p, _)| p.name()).collect();
     tracing::info!(plugins = ?names, "plugins built");
     let live: Vec<_> = plugins.iter().map(|(p, _)| p.clone()).collect();

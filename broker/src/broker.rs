@@ -419,6 +419,31 @@ impl Broker {
         });
     }
 
+    /// Delivers a message straight to one client's session, bypassing subscriptions: how
+    /// plugins that route themselves (the chat's inboxes) reach a device. Only connected
+    /// clients get it: a plugin that delivers this way keeps its own record of what is owed.
+    pub fn deliver_to(&self, client_id: &str, message: Arc<Message>, qos: QoS) -> Delivered {
+        let Some(session) = self.session(client_id) else {
+            return Delivered::Dropped(DropReason::NoSubscribers);
+        };
+        let mut state = session.state.lock();
+        if state.link.is_none() {
+            return Delivered::Dropped(DropReason::NoSubscribers);
+        }
+        let mut writes = Vec::new();
+        let result = state.deliver(&message, qos, false, Vec::new(), 0, &mut writes);
+        drop(state);
+        if let Delivered::Dropped(reason) = result {
+            self.metrics.dropped(reason);
+        }
+        result
+    }
+
+    /// Whether a client id has a connected session.
+    pub fn is_connected(&self, client_id: &str) -> bool {
+        self.session(client_id).is_some_and(|s| s.is_online())
+    }
+
     pub fn session(&self, client_id: &str) -> Option<SessionRef> {
         self.sessions.lock().get(client_id).cloned()
     }

@@ -52,6 +52,7 @@ impl Server {
         api: axum::Router,
     ) -> Result<Server, ServerError> {
         let metrics = Arc::new(Metrics::default());
+        let live: Vec<_> = plugins.iter().map(|(plugin, _)| plugin.clone()).collect();
         let hooks = Arc::new(Hooks::new(plugins, metrics.clone()));
         let (store, loaded) = Store::open(&config.store.data_dir, config.store.fsync)?;
         tracing::info!(
@@ -62,6 +63,13 @@ impl Server {
         );
         let broker = Broker::new(config.broker.clone(), store, loaded, hooks, metrics);
         broker.start_ticker();
+        let mut api = api;
+        for plugin in &live {
+            plugin.attach(&broker);
+            if let Some(routes) = plugin.routes() {
+                api = api.merge(routes);
+            }
+        }
 
         let mut tasks = JoinSet::new();
         let mut bound = Bound::default();

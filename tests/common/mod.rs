@@ -255,7 +255,10 @@ impl InProcess {
         let plugins = seed_broker::hooks::PluginRegistry::new()
             .register("acl", seed_plugin_acl::factory)
             .register("auth-static", seed_plugin_auth_static::factory)
-            .build(&config.plugins)
+            .build(
+                &config.plugins,
+                &mut seed_broker::hooks::PluginContext::new(dir.path().join("data")),
+            )
             .unwrap();
         let server = seed_broker::Server::start(config, plugins, seed_broker::http::Router::new())
             .await

@@ -126,7 +126,7 @@ pub(super) async fn accept<T: Transport>(
             let action = Action::Will { topic: &will.topic, qos: will.qos, retain: will.retain };
             match broker.hooks.authorize(&client, &action).await {
                 Decision::Deny(code) => Some(code),
-                Decision::Allow => None,
+                Decision::Allow | Decision::Handled => None,
             }
         };
         if let Some(code) = code {

@@ -111,6 +111,8 @@ impl<T: Transport> Connection<T> {
 
         let durable = match verdict {
             Decision::Allow => self.broker.publish(Arc::new(message)),
+            // The plugin stored and delivered it before answering.
+            Decision::Handled => None,
             Decision::Deny(code) => {
                 tracing::info!(topic = %message.topic, reason = %code, "publish refused");
                 self.broker.metrics.dropped(DropReason::Denied);
@@ -254,8 +256,21 @@ impl<T: Transport> Connection<T> {
                 return Err(Close::Protocol(ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR));
             }
         }
+        let granted: Vec<String> = subscribe
+            .filters
+            .iter()
+            .zip(&reasons)
+            .filter(|(_, code)| !code.is_error())
+            .map(|(request, _)| request.filter.clone())
+            .collect();
         let suback = SubAck { packet_id: subscribe.packet_id, reasons, ..Default::default() };
         self.write_packet(&Packet::SubAck(suback));
+        if self.broker.hooks.has_observers() {
+            for filter in granted {
+                let client = self.client.clone();
+                self.broker.hooks.notify(Event::Subscribed { client, filter });
+            }
+        }
         let mut writes = Vec::new();
         for (message, granted) in retained {
             let qos = message.qos.min(granted);

@@ -20,12 +20,16 @@
 mod chain;
 mod registry;
 
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::broker::Broker;
 use crate::codec::{Protocol, QoS, ReasonCode};
 use crate::message::Message;
 
@@ -61,6 +65,9 @@ pub enum Decision {
     Allow,
     /// Refuse with this reason code (CONNACK, SUBACK, PUBACK/PUBREC or DISCONNECT).
     Deny(ReasonCode),
+    /// `on_publish` only: the plugin took the message over (stored and delivered it its own
+    /// way); the publisher is acknowledged and the broker does not route it.
+    Handled,
 }
 
 /// A hook's answer: how the chain goes on.
@@ -127,6 +134,11 @@ pub enum Event {
         client: Arc<ClientInfo>,
         reason: ReasonCode,
     },
+    /// A client was granted a subscription (after its SUBACK was queued).
+    Subscribed {
+        client: Arc<ClientInfo>,
+        filter: String,
+    },
     /// A subscriber acknowledged a QoS 1/2 message (PUBACK or PUBCOMP).
     Delivered {
         client_id: Arc<str>,
@@ -165,6 +177,37 @@ impl PluginError {
     }
 }
 
+/// What plugins are built with: where data lives, and the services plugins built earlier
+/// provide to later ones (a store plugin provides the store that the chat plugin uses). The
+/// binary registers providers before their users.
+#[derive(Default)]
+pub struct PluginContext {
+    pub data_dir: PathBuf,
+    services: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
+}
+
+impl PluginContext {
+    pub fn new(data_dir: PathBuf) -> PluginContext {
+        PluginContext { data_dir, services: HashMap::new() }
+    }
+
+    /// Offers a service (typically an `Arc<dyn Trait>`) to the plugins built after this one.
+    pub fn provide<T: Any + Send + Sync + Clone>(&mut self, service: T) {
+        self.services.insert(TypeId::of::<T>(), Box::new(service));
+    }
+
+    pub fn get<T: Any + Send + Sync + Clone>(&self) -> Option<T> {
+        self.services.get(&TypeId::of::<T>()).and_then(|s| s.downcast_ref::<T>()).cloned()
+    }
+
+    /// Like [`PluginContext::get`], with an error naming what is missing.
+    pub fn require<T: Any + Send + Sync + Clone>(&self, what: &str) -> Result<T, PluginError> {
+        self.get().ok_or_else(|| {
+            PluginError(format!("needs {what}, which no plugin built before it provides"))
+        })
+    }
+}
+
 /// A plugin: a named set of hooks. Every method has a neutral default, so a plugin writes
 /// only the hooks it lists in [`Plugin::hooks`].
 #[async_trait]
@@ -180,6 +223,15 @@ pub trait Plugin: Send + Sync + 'static {
     /// settings.
     fn reload(&self, _config: toml::Table) -> Result<(), PluginError> {
         Ok(())
+    }
+
+    /// Called once the broker runs, for plugins that deliver messages or look at sessions
+    /// themselves.
+    fn attach(&self, _broker: &Arc<Broker>) {}
+
+    /// HTTP routes this plugin serves on the HTTP port (`/v1/...`).
+    fn routes(&self) -> Option<axum::Router> {
+        None
     }
 
     async fn authenticate(

@@ -5,11 +5,12 @@
 
 use std::sync::Arc;
 
-use super::{BuiltPlugin, HookSettings, Plugin, PluginError};
+use super::{BuiltPlugin, HookSettings, Plugin, PluginContext, PluginError};
 
 /// Turns a plugin's own settings (its `[plugins.<name>]` table without the common keys)
 /// into a running plugin.
-pub type PluginFactory = fn(toml::Table) -> Result<Arc<dyn Plugin>, PluginError>;
+pub type PluginFactory =
+    fn(toml::Table, &mut PluginContext) -> Result<Arc<dyn Plugin>, PluginError>;
 
 #[derive(Default, Clone)]
 pub struct PluginRegistry {
@@ -30,17 +31,26 @@ impl PluginRegistry {
         self.factories.iter().map(|(name, _)| *name)
     }
 
-    /// Builds every enabled plugin of a `[plugins]` table. An unknown name is an error, so a
-    /// typo cannot silently leave a server without its authentication.
-    pub fn build(&self, plugins: &toml::Table) -> Result<Vec<BuiltPlugin>, PluginError> {
+    /// Builds every enabled plugin of a `[plugins]` table, in registration order (so that
+    /// service providers come before their users). An unknown name is an error, so a typo
+    /// cannot silently leave a server without its authentication.
+    pub fn build(
+        &self,
+        plugins: &toml::Table,
+        context: &mut PluginContext,
+    ) -> Result<Vec<BuiltPlugin>, PluginError> {
+        for name in plugins.keys() {
+            self.factory(name)?;
+        }
         let mut built = Vec::new();
-        for (name, value) in plugins {
-            let factory = self.factory(name)?;
+        for (name, factory) in &self.factories {
+            let Some(value) = plugins.get(*name) else { continue };
             let (settings, own) = split(name, value)?;
             if !settings.enabled {
                 continue;
             }
-            let plugin = factory(own).map_err(|e| PluginError(format!("plugin `{name}`: {e}")))?;
+            let plugin =
+                factory(own, context).map_err(|e| PluginError(format!("plugin `{name}`: {e}")))?;
             built.push((plugin, settings));
         }
         Ok(built)

@@ -26,7 +26,9 @@ use std::sync::{Arc, PoisonError, RwLock};
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use seed_broker::hooks::{Action, ClientInfo, Hook, HookSettings, Outcome, Plugin, PluginError};
+use seed_broker::hooks::{
+    Action, ClientInfo, Hook, HookSettings, Outcome, Plugin, PluginContext, PluginError,
+};
 use seed_broker::toml;
 
 use rules::Rules;
@@ -111,7 +113,10 @@ pub fn build(config: Config) -> Result<AclPlugin, PluginError> {
 }
 
 /// The [`seed_broker::hooks::PluginFactory`] for `[plugins.acl]`.
-pub fn factory(table: toml::Table) -> Result<Arc<dyn Plugin>, PluginError> {
+pub fn factory(
+    table: toml::Table,
+    _context: &mut PluginContext,
+) -> Result<Arc<dyn Plugin>, PluginError> {
     Ok(Arc::new(build(Config::from_table(table)?)?))
 }
 
@@ -150,6 +155,11 @@ impl Plugin for AclPlugin {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The factory as the registry calls it, with a fresh context.
+    fn factory(table: toml::Table) -> Result<Arc<dyn Plugin>, PluginError> {
+        super::factory(table, &mut PluginContext::default())
+    }
     use seed_broker::codec::{Protocol, QoS, ReasonCode};
     use seed_broker::hooks::Decision;
 
@@ -187,7 +197,7 @@ mod tests {
 
     #[tokio::test]
     async fn name_and_hooks() {
-        let _: seed_broker::hooks::PluginFactory = factory;
+        let _: seed_broker::hooks::PluginFactory = super::factory;
         let acl = plugin("");
         assert_eq!(acl.name(), "acl");
         assert_eq!(acl.hooks(), &[Hook::Authorize]);

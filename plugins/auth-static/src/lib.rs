@@ -38,7 +38,8 @@ use tokio::sync::Semaphore;
 
 use seed_broker::codec::ReasonCode;
 use seed_broker::hooks::{
-    ClientInfo, Credentials, Decision, Hook, HookSettings, Outcome, Plugin, PluginError,
+    ClientInfo, Credentials, Decision, Hook, HookSettings, Outcome, Plugin, PluginContext,
+    PluginError,
 };
 use seed_broker::toml;
 
@@ -192,7 +193,10 @@ pub fn build(config: Config) -> Result<StaticAuthPlugin, PluginError> {
 }
 
 /// The [`seed_broker::hooks::PluginFactory`] for `[plugins.auth-static]`.
-pub fn factory(table: toml::Table) -> Result<Arc<dyn Plugin>, PluginError> {
+pub fn factory(
+    table: toml::Table,
+    _context: &mut PluginContext,
+) -> Result<Arc<dyn Plugin>, PluginError> {
     Ok(Arc::new(build(Config::from_table(table)?)?))
 }
 
@@ -268,6 +272,11 @@ impl Plugin for StaticAuthPlugin {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The factory as the registry calls it, with a fresh context.
+    fn factory(table: toml::Table) -> Result<Arc<dyn Plugin>, PluginError> {
+        super::factory(table, &mut PluginContext::default())
+    }
     use seed_broker::codec::Protocol;
 
     const BAD: Outcome = Outcome::Stop(Decision::Deny(ReasonCode::BAD_USER_NAME_OR_PASSWORD));
@@ -323,7 +332,7 @@ mod tests {
 
     #[tokio::test]
     async fn name_and_hooks() {
-        let _: seed_broker::hooks::PluginFactory = factory;
+        let _: seed_broker::hooks::PluginFactory = super::factory;
         let plugin = alice_and_bob();
         assert_eq!(plugin.name(), "auth-static");
         assert_eq!(plugin.hooks(), &[Hook::Authenticate]);
