@@ -21,7 +21,7 @@ use crate::hooks::{Event, Hooks};
 use crate::message::{Message, now_millis};
 use crate::metrics::{DropReason, Metrics};
 use crate::router::{Router, Subscriber, merge_by_session};
-use crate::session::{Delivered, Outgoing, Queued, SessionHandle, SessionRef};
+use crate::session::{Delivered, Queued, SessionHandle, SessionRef};
 use crate::store::{Loaded, Store, StoreError, Write};
 use crate::topic;
 
@@ -272,11 +272,13 @@ impl Broker {
     ) -> (SessionRef, bool) {
         let existing = self.sessions.lock().get(client_id).cloned();
         if let Some(existing) = &existing {
-            let link = existing.state.lock().link.as_ref().map(|l| l.tx.clone());
-            if let Some(tx) = link {
-                let _ = tx.try_send(Outgoing::Disconnect(ReasonCode::SESSION_TAKEN_OVER));
-                // The old connection finishes its clean-up before it drops its receiver.
-                let _ = tokio::time::timeout(Duration::from_secs(5), tx.closed()).await;
+            let finished = existing.state.lock().link.as_mut().and_then(|link| {
+                link.close(ReasonCode::SESSION_TAKEN_OVER);
+                link.finished.take()
+            });
+            if let Some(finished) = finished {
+                // The old connection finishes its clean-up before it signals it is done.
+                let _ = tokio::time::timeout(Duration::from_secs(5), finished).await;
             }
         }
         let mut sessions = self.sessions.lock();

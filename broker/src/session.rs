@@ -3,7 +3,7 @@
 //!
 //! The state sits behind a short-held mutex that both sides take: publishers deliver into it,
 //! and the client's connection takes acknowledgements out of it. While the client is
-//! connected the session holds a [`Link`] (a bounded channel to the connection task) and
+//! connected the session holds a [`Link`] (an outbox the connection task drains) and
 //! deliveries go straight down it as long as the in-flight window has room; otherwise they
 //! wait in the queue, which the connection drains as acknowledgements free the window.
 //!
@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, oneshot};
 
 use crate::codec::{QoS, ReasonCode, SubscriptionOptions};
 use crate::message::Message;
@@ -53,14 +53,6 @@ impl SessionHandle {
     }
 }
 
-/// What the broker sends down a connection's channel.
-#[derive(Debug)]
-pub enum Outgoing {
-    Publish(OutPublish),
-    /// Close the connection, telling a 5.0 client why (session taken over, shutdown).
-    Disconnect(ReasonCode),
-}
-
 /// One PUBLISH to write to a subscriber.
 #[derive(Debug, Clone)]
 pub struct OutPublish {
@@ -72,12 +64,66 @@ pub struct OutPublish {
     pub sub_ids: Vec<u32>,
 }
 
-/// A connected client's end of the session.
+/// A connected client's end of the session: deliveries wait in `outbox` until the
+/// connection task, woken through `wake`, takes them all at once.
+///
+/// A queue in the session rather than a channel per connection: an idle connection then
+/// costs no channel buffer, and there is a single FIFO, so deliveries and the messages the
+/// connection moves in from `queue` cannot overtake one another.
 pub struct Link {
     pub id: u64,
-    pub tx: mpsc::Sender<Outgoing>,
     /// In-flight window: min(client's Receive Maximum, our max_inflight).
     pub window: usize,
+    pub outbox: VecDeque<OutPublish>,
+    /// Outbox length at most; past it QoS 0 messages are dropped (a slow consumer) and
+    /// QoS 1/2 messages wait in the session queue.
+    pub capacity: usize,
+    /// Set to make the connection close, telling a 5.0 client why (session taken over).
+    pub closing: Option<ReasonCode>,
+    pub wake: Arc<Notify>,
+    /// Resolves when the connection task has finished (its sender is dropped).
+    pub finished: Option<oneshot::Receiver<()>>,
+}
+
+impl Link {
+    /// A link and the two ends its connection task keeps: the wake-up, and the sender
+    /// whose drop says the connection is done.
+    pub fn new(
+        id: u64,
+        window: usize,
+        capacity: usize,
+    ) -> (Link, Arc<Notify>, oneshot::Sender<()>) {
+        let wake = Arc::new(Notify::new());
+        let (done, finished) = oneshot::channel();
+        let link = Link {
+            id,
+            window,
+            outbox: VecDeque::new(),
+            capacity,
+            closing: None,
+            wake: wake.clone(),
+            finished: Some(finished),
+        };
+        (link, wake, done)
+    }
+
+    fn push(&mut self, out: OutPublish) -> bool {
+        if self.outbox.len() >= self.capacity {
+            return false;
+        }
+        if self.outbox.is_empty() {
+            // One stored permit is enough: the connection takes the whole outbox per wake.
+            self.wake.notify_one();
+        }
+        self.outbox.push_back(out);
+        true
+    }
+
+    /// Asks the connection to close.
+    pub fn close(&mut self, code: ReasonCode) {
+        self.closing = Some(code);
+        self.wake.notify_one();
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -197,7 +243,7 @@ impl Session {
         writes: &mut Vec<Write>,
     ) -> Delivered {
         if qos == QoS::AtMostOnce {
-            let Some(link) = &self.link else {
+            let Some(link) = &mut self.link else {
                 return Delivered::Dropped(DropReason::QueueFull);
             };
             let out = OutPublish {
@@ -208,9 +254,10 @@ impl Session {
                 message: message.clone(),
                 sub_ids,
             };
-            return match link.tx.try_send(Outgoing::Publish(out)) {
-                Ok(()) => Delivered::Sent,
-                Err(_) => Delivered::Dropped(DropReason::QueueFull),
+            return if link.push(out) {
+                Delivered::Sent
+            } else {
+                Delivered::Dropped(DropReason::QueueFull)
             };
         }
         if self.queue.len() >= self.max_queued {
@@ -229,10 +276,11 @@ impl Session {
             });
         }
         let item = Queued { seq, message_id, message: message.clone(), qos, retain, sub_ids };
-        if let Some(link) = &self.link
+        let free = self.packet_id_free(seq);
+        if let Some(link) = &mut self.link
             && self.queue.is_empty()
             && self.inflight.len() < link.window
-            && self.packet_id_free(seq)
+            && free
         {
             let out = OutPublish {
                 packet_id: packet_id_for(seq),
@@ -242,7 +290,7 @@ impl Session {
                 message: message.clone(),
                 sub_ids: item.sub_ids.clone(),
             };
-            if link.tx.try_send(Outgoing::Publish(out)).is_ok() {
+            if link.push(out) {
                 self.inflight.push_back(Inflight {
                     packet_id: packet_id_for(seq),
                     item,
@@ -379,6 +427,14 @@ impl Session {
         (publishes, releases)
     }
 
+    /// Everything waiting in the outbox, and whether the connection was asked to close.
+    pub fn take_outbox(&mut self) -> (VecDeque<OutPublish>, Option<ReasonCode>) {
+        match &mut self.link {
+            Some(link) => (std::mem::take(&mut link.outbox), link.closing),
+            None => (VecDeque::new(), None),
+        }
+    }
+
     /// Messages held for the client: in flight plus queued.
     pub fn pending(&self) -> usize {
         self.inflight.len() + self.queue.len()
@@ -402,16 +458,16 @@ mod tests {
         })
     }
 
-    fn linked(window: usize, capacity: usize) -> (Session, mpsc::Receiver<Outgoing>) {
+    fn linked(window: usize, capacity: usize) -> (Session, oneshot::Sender<()>) {
         let mut s = Session::new("c".into(), 60);
-        let (tx, rx) = mpsc::channel(capacity);
-        s.link = Some(Link { id: 1, tx, window });
-        (s, rx)
+        let (link, _wake, done) = Link::new(1, window, capacity);
+        s.link = Some(link);
+        (s, done)
     }
 
     #[test]
     fn window_bounds_in_flight_and_acks_refill_in_order() {
-        let (mut s, mut rx) = linked(2, 16);
+        let (mut s, _done) = linked(2, 16);
         let mut writes = Vec::new();
         for n in 0..5 {
             s.deliver(&message(n), QoS::AtLeastOnce, false, vec![], 10 + n as u64, &mut writes);
@@ -419,10 +475,10 @@ mod tests {
         assert_eq!(writes.len(), 5, "persistent session stores every QoS 1 message");
         assert_eq!(s.inflight.len(), 2);
         assert_eq!(s.queue.len(), 3);
-        let first = match rx.try_recv().unwrap() {
-            Outgoing::Publish(p) => p,
-            other => panic!("{other:?}"),
-        };
+        let (outbox, closing) = s.take_outbox();
+        assert_eq!(outbox.len(), 2);
+        assert_eq!(closing, None);
+        let first = outbox[0].clone();
         assert_eq!(first.packet_id, 2);
         writes.clear();
         assert!(s.acknowledge(first.packet_id, Ack::PubAck, &mut writes).is_some());
@@ -445,8 +501,7 @@ mod tests {
             s.deliver(&message(2), QoS::AtMostOnce, false, vec![], 0, &mut writes),
             Delivered::Dropped(DropReason::QueueFull)
         );
-        let (tx, _rx) = mpsc::channel(4);
-        s.link = Some(Link { id: 2, tx, window: 10 });
+        s.link = Some(Link::new(2, 10, 4).0);
         let sent = s.fill_window(0, &Metrics::default(), &mut writes);
         assert_eq!(sent.len(), 1);
         let (again, releases) = s.resend();
@@ -456,7 +511,7 @@ mod tests {
 
     #[test]
     fn qos2_goes_through_pubrec_then_pubcomp() {
-        let (mut s, _rx) = linked(4, 4);
+        let (mut s, _done) = linked(4, 4);
         let mut writes = Vec::new();
         s.deliver(&message(1), QoS::ExactlyOnce, false, vec![], 7, &mut writes);
         let id = s.inflight[0].packet_id;
@@ -470,7 +525,7 @@ mod tests {
 
     #[test]
     fn full_channel_queues_instead_of_losing() {
-        let (mut s, _rx) = linked(10, 1);
+        let (mut s, _done) = linked(10, 1);
         let mut writes = Vec::new();
         assert_eq!(
             s.deliver(&message(1), QoS::AtLeastOnce, false, vec![], 0, &mut writes),

@@ -144,9 +144,12 @@ pub struct Store {
     batches: mpsc::UnboundedSender<Batch>,
 }
 
-const SCHEMA_VERSION: i64 = 1;
+/// Schema steps, applied in order; `user_version` counts those already applied. A step is
+/// never edited once released: changes are new steps.
+const MIGRATIONS: &[&str] =
+    &[SCHEMA_V1, "ALTER TABLE queue ADD COLUMN retain INTEGER NOT NULL DEFAULT 0;"];
 
-const SCHEMA: &str = "
+const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS retained (
     topic TEXT PRIMARY KEY,
     message BLOB NOT NULL,
@@ -177,7 +180,6 @@ CREATE TABLE IF NOT EXISTS queue (
     qos INTEGER NOT NULL,
     sub_ids TEXT NOT NULL DEFAULT '',
     released INTEGER NOT NULL DEFAULT 0,
-    retain INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (client_id, seq)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS queue_message ON queue (message_id);
@@ -188,11 +190,11 @@ impl Store {
     pub fn open(dir: &Path, fsync: bool) -> Result<(Store, Loaded), StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Sqlite(format!("{}: {e}", dir.display())))?;
-        let conn = Connection::open(dir.join("broker.db"))?;
+        let mut conn = Connection::open(dir.join("broker.db"))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", if fsync { "FULL" } else { "NORMAL" })?;
         conn.pragma_update(None, "foreign_keys", "OFF")?;
-        migrate(&conn)?;
+        migrate(&mut conn)?;
         let loaded = load(&conn)?;
         let (batches, rx) = mpsc::unbounded_channel();
         thread::Builder::new()
@@ -226,15 +228,21 @@ impl Store {
     }
 }
 
-fn migrate(conn: &Connection) -> Result<(), StoreError> {
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
-    if version > SCHEMA_VERSION {
+    let version = usize::try_from(version).unwrap_or(usize::MAX);
+    if version > MIGRATIONS.len() {
         return Err(StoreError::Corrupt(format!(
-            "database schema {version} is newer than this build ({SCHEMA_VERSION})"
+            "database schema {version} is newer than this build ({})",
+            MIGRATIONS.len()
         )));
     }
-    conn.execute_batch(SCHEMA)?;
-    conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    for (i, step) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(step)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+        tx.commit()?;
+    }
     Ok(())
 }
 

@@ -11,7 +11,6 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::Connection;
@@ -23,9 +22,9 @@ use crate::session::Link;
 use crate::topic;
 use crate::transport::Transport;
 
-/// Room in a connection's channel beyond its in-flight window, for QoS 0 messages and
-/// commands; past it, QoS 0 messages to a slow client are dropped.
-const CHANNEL_SLACK: usize = 1024;
+/// Room in a connection's outbox beyond its in-flight window, for QoS 0 messages; past it,
+/// QoS 0 messages to a slow client are dropped.
+const OUTBOX_SLACK: usize = 1024;
 
 pub(super) async fn accept<T: Transport>(
     broker: Arc<Broker>,
@@ -154,8 +153,8 @@ pub(super) async fn accept<T: Transport>(
     let window = usize::from(connect.properties.receive_maximum.unwrap_or(u16::MAX))
         .min(usize::from(broker.config.max_inflight))
         .max(1);
-    let (tx, rx) = mpsc::channel(window + CHANNEL_SLACK);
     let link_id = broker.next_link_id();
+    let (link, wake, done) = Link::new(link_id, window, window + OUTBOX_SLACK);
 
     let connack = ConnAck {
         session_present: present,
@@ -183,7 +182,8 @@ pub(super) async fn accept<T: Transport>(
         protocol,
         session: session.clone(),
         link_id,
-        rx,
+        wake,
+        _done: done,
         // An idle connection holds no buffer: they grow when traffic comes.
         rbuf: if rbuf.is_empty() { BytesMut::new() } else { rbuf },
         wbuf: BytesMut::new(),
@@ -203,7 +203,7 @@ pub(super) async fn accept<T: Transport>(
     let mut writes = Vec::new();
     let (resend, releases, fresh) = {
         let mut state = session.state.lock();
-        state.link = Some(Link { id: link_id, tx, window });
+        state.link = Some(link);
         state.epoch += 1;
         state.disconnected_at = None;
         session.set_online(true);

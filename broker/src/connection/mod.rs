@@ -18,14 +18,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::broker::Broker;
 use crate::codec::{Disconnect, LastWill, Packet, Protocol, ReasonCode};
 use crate::hooks::{ClientInfo, Event};
-use crate::session::{Outgoing, SessionRef};
+use crate::session::SessionRef;
 use crate::transport::Transport;
 use outbound::PendingAck;
 
@@ -75,7 +75,10 @@ struct Connection<T> {
     protocol: Protocol,
     session: SessionRef,
     link_id: u64,
-    rx: mpsc::Receiver<Outgoing>,
+    /// Woken when the session's outbox has deliveries (or a close request).
+    wake: Arc<Notify>,
+    /// Dropped last, when this connection is done: a take-over waits for that.
+    _done: oneshot::Sender<()>,
     rbuf: BytesMut,
     wbuf: BytesMut,
     /// 1.5 × keep-alive; None when the client asked for none.
@@ -131,7 +134,7 @@ impl<T: Transport> Connection<T> {
             let reason = code.unwrap_or(ReasonCode::NORMAL_DISCONNECTION);
             self.broker.hooks.notify(Event::Disconnected { client: self.client.clone(), reason });
         }
-        // Dropping `self.rx` last tells a waiting take-over that this connection is done.
+        // Dropping `self._done` last tells a waiting take-over that this connection is done.
     }
 
     async fn event_loop(&mut self) -> Close {
@@ -161,9 +164,8 @@ impl<T: Transport> Connection<T> {
                         return close;
                     }
                 }
-                out = self.rx.recv() => {
-                    let Some(out) = out else { return Close::Server(ReasonCode::SESSION_TAKEN_OVER) };
-                    if let Err(close) = self.outgoing(out) {
+                () = self.wake.notified() => {
+                    if let Err(close) = self.drain_outbox() {
                         return close;
                     }
                 }

@@ -13,12 +13,9 @@ use crate::broker::Durable;
 use crate::codec::{self, LastWill, Packet, Publish, QoS, ReasonCode};
 use crate::message::{Message, now_millis};
 use crate::metrics::DropReason;
-use crate::session::{OutPublish, Outgoing};
+use crate::session::OutPublish;
 use crate::store::StoreError;
 use crate::transport::Transport;
-
-/// Deliveries taken from the channel per wake-up before the socket is written.
-const BATCH: usize = 256;
 
 pub(super) struct PendingAck {
     packet: Packet,
@@ -105,19 +102,14 @@ impl<T: Transport> Connection<T> {
         Ok(())
     }
 
-    /// A delivery or command from the session's channel, plus whatever else is waiting.
-    pub(super) fn outgoing(&mut self, first: Outgoing) -> Result<(), Close> {
-        let mut next = Some(first);
-        let mut taken = 0;
-        while let Some(out) = next.take() {
-            match out {
-                Outgoing::Publish(publish) => self.write_publish(publish),
-                Outgoing::Disconnect(code) => return Err(Close::Server(code)),
-            }
-            taken += 1;
-            if taken < BATCH {
-                next = self.rx.try_recv().ok();
-            }
+    /// Writes everything the session's outbox holds; a close request ends the connection.
+    pub(super) fn drain_outbox(&mut self) -> Result<(), Close> {
+        let (outbox, closing) = self.session.state.lock().take_outbox();
+        if let Some(code) = closing {
+            return Err(Close::Server(code));
+        }
+        for out in outbox {
+            self.write_publish(out);
         }
         Ok(())
     }
@@ -154,23 +146,20 @@ impl<T: Transport> Connection<T> {
         self.write_packet(&packet);
     }
 
-    /// Room freed in the window: first take what is already in the channel (it is older),
-    /// then move queued messages in.
+    /// Room freed in the window: what already waits in the outbox goes first (it is older),
+    /// then queued messages move in.
     pub(super) fn refill(&mut self) {
-        while let Ok(out) = self.rx.try_recv() {
-            match out {
-                Outgoing::Publish(publish) => self.write_publish(publish),
-                Outgoing::Disconnect(code) => {
-                    self.closing = Some(code);
-                    break;
-                }
-            }
-        }
         let mut writes = Vec::new();
-        let fresh =
-            self.session.state.lock().fill_window(now_millis(), &self.broker.metrics, &mut writes);
+        let (outbox, closing, fresh) = {
+            let mut state = self.session.state.lock();
+            let (outbox, closing) = state.take_outbox();
+            let fresh = state.fill_window(now_millis(), &self.broker.metrics, &mut writes);
+            (outbox, closing, fresh)
+        };
         self.broker.store.submit(writes);
-        for out in fresh {
+        self.closing = self.closing.or(closing);
+        // The outbox holds older deliveries than what the window just let in.
+        for out in outbox.into_iter().chain(fresh) {
             self.write_publish(out);
         }
     }
