@@ -124,8 +124,20 @@ impl Broker {
         self.shutdown.subscribe()
     }
 
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Stops the listeners and the ticker, and asks every connection to close (5.0 clients
+    /// hear "server shutting down").
     pub fn shut_down(&self) {
         self.shutdown.send_replace(true);
+        let sessions: Vec<SessionRef> = self.sessions.lock().values().cloned().collect();
+        for session in sessions {
+            if let Some(link) = session.state.lock().link.as_mut() {
+                link.close(ReasonCode::SERVER_SHUTTING_DOWN);
+            }
+        }
     }
 
     pub fn next_link_id(&self) -> u64 {

@@ -56,7 +56,7 @@ pub async fn serve<T: Transport>(
     listener: &'static str,
 ) {
     // Boxed so the handshake's large, short-lived state is freed once it is done; what stays
-    // for an idle connection's lifetime is only the (boxed) run loop.
+    // in the task for an idle connection's lifetime is the run loop alone.
     let accepted = Box::pin(connect::accept(broker, transport, peer, listener)).await;
     if let Some(connection) = accepted {
         let span = tracing::info_span!(
@@ -64,7 +64,7 @@ pub async fn serve<T: Transport>(
             client_id = %connection.client.client_id,
             user = connection.client.username.as_deref().unwrap_or("-"),
         );
-        Box::pin(connection.run().instrument(span)).await;
+        connection.run().instrument(span).await;
     }
 }
 
@@ -138,8 +138,9 @@ impl<T: Transport> Connection<T> {
     }
 
     async fn event_loop(&mut self) -> Close {
-        let mut shutdown = self.broker.shutdown_signal();
-        if *shutdown.borrow() {
+        // Shutdown reaches a running connection through its session link (see
+        // `Broker::shut_down`); this catches one that attached just after.
+        if self.broker.is_shutting_down() {
             return Close::Server(ReasonCode::SERVER_SHUTTING_DOWN);
         }
         let far = Duration::from_secs(365 * 24 * 3600);
@@ -158,7 +159,6 @@ impl<T: Transport> Connection<T> {
             let waiting_ack = self.pending_acks.front().is_some_and(PendingAck::is_waiting);
             tokio::select! {
                 biased;
-                _ = shutdown.changed() => return Close::Server(ReasonCode::SERVER_SHUTTING_DOWN),
                 result = outbound::first_ack(&mut self.pending_acks), if waiting_ack => {
                     if let Err(close) = self.acks_ready(result) {
                         return close;
