@@ -63,8 +63,13 @@ fn main() -> Result<()> {
     }
 }
 
+/// Every plugin this build has. Providers come before their users: the store before the
+/// plugins that need it, `auth-jwt` (which provides token verification) before `chat`.
 fn registry() -> PluginRegistry {
     PluginRegistry::new()
+        .register("store-sqlite", seed_plugin_store_sqlite::factory)
+        .register("auth-jwt", seed_plugin_auth_jwt::factory)
+        .register("chat", seed_plugin_chat::factory)
         .register("acl", seed_plugin_acl::factory)
         .register("auth-static", seed_plugin_auth_static::factory)
 }

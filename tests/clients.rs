@@ -28,7 +28,7 @@ mod v311 {
 
     #[tokio::test]
     async fn qos_0_1_2_round_trips_keep_payloads_intact() {
-        let seed = Seed::start();
+        let seed = Seed::broker();
         let topic = unique("v4/rt");
         let (mut sub, _) = v4::connect(v4::options(&unique("sub"), seed.mqtt)).await;
         let codes = sub.subscribe(&topic, QoS::ExactlyOnce).await;
@@ -58,7 +58,7 @@ mod v311 {
 
     #[tokio::test]
     async fn wildcard_subscriptions() {
-        let seed = Seed::start();
+        let seed = Seed::broker();
         let base = unique("v4/wild");
         let (mut sub, _) = v4::connect(v4::options(&unique("sub"), seed.mqtt)).await;
         sub.subscribe(&format!("{base}/+/temp"), QoS::AtLeastOnce).await;
@@ -84,7 +84,7 @@ mod v311 {
 
     #[tokio::test]
     async fn retained_message_delivered_with_retain_flag_and_cleared_by_empty_payload() {
-        let seed = Seed::start();
+        let seed = Seed::broker();
         let topic = unique("v4/retained");
         let (mut publ, _) = v4::connect(v4::options(&unique("pub"), seed.mqtt)).await;
         publ.publish(&topic, QoS::AtLeastOnce, true, b"first").await;
@@ -111,7 +111,7 @@ mod v311 {
 
     #[tokio::test]
     async fn persistent_session_gets_messages_published_while_offline() {
-        let seed = Seed::start();
+        let seed = Seed::broker();
         let topic = unique("v4/offline");
         let id = unique("persist");
         let mut opts = v4::options(&id, seed.mqtt);
@@ -139,7 +139,7 @@ mod v311 {
 
     #[tokio::test]
     async fn will_sent_when_socket_drops_but_not_after_disconnect() {
-        let seed = Seed::start();
+        let seed = Seed::broker();
         let will_topic = unique("v4/will");
         let (mut watcher, _) = v4::connect(v4::options(&unique("watch"), seed.mqtt)).await;
         watcher.subscribe(&will_topic, QoS::AtLeastOnce).await;
@@ -178,7 +178,7 @@ mod v500 {
 
     #[tokio::test]
     async fn qos_0_1_2_round_trips() {
-        let seed = Seed::start();
+        let seed = Seed::broker();
         let t = unique("v5/rt");
         let (mut sub, _) = v5::connect(v5::options(&unique("sub"), seed.mqtt)).await;
         let codes = sub.subscribe(&t, QoS::ExactlyOnce).await;
@@ -201,7 +201,7 @@ mod v500 {
 
     #[tokio::test]
     async fn subscription_identifier_comes_back() {
-        let seed = Seed::start();
+        let seed = Seed::broker();
         let t = unique("v5/subid");
         let (mut sub, _) = v5::connect(v5::options(&unique("sub"), seed.mqtt)).await;
         let props = SubscribeProperties { id: Some(42), user_properties: vec![] };
@@ -225,7 +225,7 @@ mod v500 {
 
     #[tokio::test]
     async fn no_local_suppresses_own_messages() {
-        let seed = Seed::start();
+        let seed = Seed::broker();
         let t = unique("v5/nolocal");
         let (mut me, _) = v5::connect(v5::options(&unique("me"), seed.mqtt)).await;
         let mut filter = Filter::new(&t, QoS::AtLeastOnce);
@@ -240,7 +240,7 @@ mod v500 {
 
     #[tokio::test]
     async fn retain_as_published_keeps_the_flag() {
-        let seed = Seed::start();
+        let seed = Seed::broker();
         let t = unique("v5/rap");
         let (mut rap, _) = v5::connect(v5::options(&unique("rap"), seed.mqtt)).await;
         let mut filter = Filter::new(&t, QoS::AtLeastOnce);
@@ -258,7 +258,7 @@ mod v500 {
 
     #[tokio::test]
     async fn retain_handling_never_sends_no_retained_messages() {
-        let seed = Seed::start();
+        let seed = Seed::broker();
         let t = unique("v5/rh2");
         let (mut publ, _) = v5::connect(v5::options(&unique("pub"), seed.mqtt)).await;
         publ.publish(&t, QoS::AtLeastOnce, true, b"retained").await;
@@ -283,7 +283,7 @@ mod v500 {
 
     #[tokio::test]
     async fn topic_alias_from_the_client() {
-        let seed = Seed::start();
+        let seed = Seed::broker();
         let t = unique("v5/alias");
         let (mut sub, _) = v5::connect(v5::options(&unique("sub"), seed.mqtt)).await;
         sub.subscribe(&t, QoS::AtLeastOnce).await;
@@ -301,7 +301,7 @@ mod v500 {
 
     #[tokio::test]
     async fn shared_subscription_spreads_messages() {
-        let seed = Seed::start();
+        let seed = Seed::broker();
         let t = unique("v5/shared");
         let filter = format!("$share/g/{t}");
         let (mut a, _) = v5::connect(v5::options(&unique("a"), seed.mqtt)).await;
@@ -332,7 +332,7 @@ mod v500 {
 
     #[tokio::test]
     async fn properties_are_forwarded() {
-        let seed = Seed::start();
+        let seed = Seed::broker();
         let t = unique("v5/props");
         let (mut sub, _) = v5::connect(v5::options(&unique("sub"), seed.mqtt)).await;
         sub.subscribe(&t, QoS::AtLeastOnce).await;
@@ -360,7 +360,7 @@ mod v500 {
 
     #[tokio::test]
     async fn persistent_session_and_message_expiry_while_offline() {
-        let seed = Seed::start();
+        let seed = Seed::broker();
         let t = unique("v5/expiry");
         let id = unique("persist5");
         let (mut sub, ack) = v5::connect(v5::persistent(&id, seed.mqtt, 3600)).await;
@@ -389,7 +389,7 @@ mod v500 {
 
     #[tokio::test]
     async fn will_sent_when_socket_drops_but_not_after_disconnect() {
-        let seed = Seed::start();
+        let seed = Seed::broker();
         let will_topic = unique("v5/will");
         let (mut watcher, _) = v5::connect(v5::options(&unique("watch"), seed.mqtt)).await;
         watcher.subscribe(&will_topic, QoS::AtLeastOnce).await;
@@ -491,7 +491,7 @@ mod mosquitto {
     }
 
     fn round_trip(version: &str) {
-        let seed = Seed::start();
+        let seed = Seed::broker();
         let topic = unique("mosq/rt");
         let (child, rx) = subscribe(&seed, version, &topic, 2);
         publish(&seed, version, &topic, "hello", false);
@@ -501,7 +501,7 @@ mod mosquitto {
     }
 
     fn retained(version: &str) {
-        let seed = Seed::start();
+        let seed = Seed::broker();
         let topic = unique("mosq/ret");
         publish(&seed, version, &topic, "sticky", true);
         let out = run_with_timeout(
@@ -538,7 +538,7 @@ mod mosquitto {
 
     #[test]
     fn sub_wait_timeout_expires_without_messages() {
-        let seed = Seed::start();
+        let seed = Seed::broker();
         let started = Instant::now();
         let out = run_with_timeout(
             Command::new("mosquitto_sub")
@@ -560,7 +560,7 @@ mod paho {
     use super::*;
 
     fn run(transport: &str, version: &str) {
-        let seed = Seed::start();
+        let seed = Seed::broker();
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/paho_roundtrip.py");
         let port = if transport == "websockets" { seed.ws.port() } else { seed.mqtt.port() };
         let out = run_with_timeout(

@@ -21,7 +21,7 @@ async fn tls_listener_with_self_signed_certificate() {
     let cert_pem = certified.cert.pem();
     let key_pem = certified.signing_key.serialize_pem();
     let tls_addr = free_addr();
-    let seed = Seed::with_config(|dir| {
+    let seed = Seed::broker_with_config(|dir| {
         std::fs::write(dir.join("cert.pem"), &cert_pem).unwrap();
         std::fs::write(dir.join("key.pem"), &key_pem).unwrap();
         format!(
@@ -86,7 +86,7 @@ async fn silent(addrs: &[std::net::SocketAddr]) -> Vec<TcpStream> {
 
 #[tokio::test]
 async fn silent_sockets_do_not_delay_real_clients() {
-    let seed = Seed::start(); // default handshake timeout: 10 s
+    let seed = Seed::broker(); // default handshake timeout: 10 s
     let mut addrs = vec![seed.mqtt; 5];
     addrs.push(seed.ws);
     let _silent = silent(&addrs).await;
@@ -103,7 +103,7 @@ async fn silent_sockets_do_not_delay_real_clients() {
 
 #[tokio::test]
 async fn handshake_timeout_closes_silent_sockets() {
-    let seed = Seed::with_config(|_| "[broker]\nhandshake_timeout_ms = 500\n".to_owned());
+    let seed = Seed::broker_with_config(|_| "[broker]\nhandshake_timeout_ms = 500\n".to_owned());
     let mut addrs = vec![seed.mqtt; 5];
     addrs.push(seed.ws);
     let started = Instant::now();
@@ -207,7 +207,7 @@ fn metric(text: &str, name: &str) -> u64 {
 
 #[tokio::test]
 async fn metrics_and_healthz() {
-    let seed = Seed::start();
+    let seed = Seed::broker();
     let topic = unique("metrics");
     let mut a = raw::connected(seed.mqtt, raw::V311, &unique("m")).await;
     assert_eq!(raw::subscribe_code(&mut a, raw::V311, 1, &topic, 1).await, 1);

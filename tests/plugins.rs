@@ -59,7 +59,7 @@ async fn hash_password_prints_an_argon2_phc_string() {
 
 #[tokio::test]
 async fn static_passwords() {
-    let seed = Seed::with_config(|_| config("devices/%u/#"));
+    let seed = Seed::broker_with_config(|_| config("devices/%u/#"));
     for version in [raw::V311, raw::V5] {
         let (_s, code) = login(&seed, version, Some("alice"), Some(ALICE_PW)).await;
         assert_eq!(code, 0, "v{version}: right password refused");
@@ -81,7 +81,7 @@ async fn static_passwords() {
 
 #[tokio::test]
 async fn acl_per_user_topics() {
-    let seed = Seed::with_config(|_| config("devices/%u/#"));
+    let seed = Seed::broker_with_config(|_| config("devices/%u/#"));
     for version in [raw::V311, raw::V5] {
         let refused = if version == raw::V5 { 0x87 } else { 0x80 };
         let (mut alice, code) = login(&seed, version, Some("alice"), Some(ALICE_PW)).await;
@@ -156,7 +156,7 @@ async fn acl_per_user_topics() {
 
 #[tokio::test]
 async fn sighup_reloads_acl_rules() {
-    let seed = Seed::with_config(|_| config("devices/%u/#"));
+    let seed = Seed::broker_with_config(|_| config("devices/%u/#"));
     let (mut alice, code) = login(&seed, raw::V5, Some("alice"), Some(ALICE_PW)).await;
     assert_eq!(code, 0);
     assert_eq!(raw::subscribe_code(&mut alice, raw::V5, 1, "rooms/alice/#", 1).await, 0x87);

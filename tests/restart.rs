@@ -48,7 +48,7 @@ async fn drain_v4(c: &mut v4::Client, expected: usize, quiet: Duration) -> Vec<S
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retained_and_queued_messages_survive_sigkill() {
-    let mut seed = Seed::start();
+    let mut seed = Seed::broker();
     let base = unique("durable");
     let queue_topic = format!("{base}/q");
 
@@ -118,7 +118,7 @@ async fn retained_and_queued_messages_survive_sigkill() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_messages_survive_a_kill_mid_stream() {
-    let mut seed = Seed::start();
+    let mut seed = Seed::broker();
     let topic = unique("midstream");
     let id = unique("offline");
     let (mut sub, _) = v5::connect(v5::persistent(&id, seed.mqtt, 3600)).await;

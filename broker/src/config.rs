@@ -10,14 +10,34 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub listeners: Listeners,
     pub broker: BrokerConfig,
     pub store: StoreConfig,
-    /// `[plugins.<name>]` tables, handed to the plugin registry.
+    /// `[plugins.<name>]` tables, handed to the plugin registry. The table names exactly the
+    /// plugins that run: without one, the chat server's set runs ([`DEFAULT_PLUGINS`]); an
+    /// empty `[plugins]` makes a plain MQTT broker.
     pub plugins: toml::Table,
+}
+
+/// What `seed serve` runs with no configuration: the full chat server.
+pub const DEFAULT_PLUGINS: [&str; 3] = ["store-sqlite", "auth-jwt", "chat"];
+
+impl Default for Config {
+    fn default() -> Self {
+        let plugins = DEFAULT_PLUGINS
+            .iter()
+            .map(|name| (name.to_string(), toml::Value::Table(toml::Table::new())))
+            .collect();
+        Config {
+            listeners: Listeners::default(),
+            broker: BrokerConfig::default(),
+            store: StoreConfig::default(),
+            plugins,
+        }
+    }
 }
 
 impl Config {
@@ -140,6 +160,16 @@ mod tests {
         assert_eq!(config.listeners.mqtt, Some("127.0.0.1:1883".parse().unwrap()));
         assert_eq!(config.broker.max_packet_size, 1024 * 1024);
         assert!(config.store.fsync);
+    }
+
+    #[test]
+    fn the_chat_plugins_run_unless_the_file_names_its_own() {
+        let default = Config::from_toml("[broker]\nmax_connections = 5").unwrap();
+        assert_eq!(
+            default.plugins.keys().collect::<Vec<_>>(),
+            ["auth-jwt", "chat", "store-sqlite"]
+        );
+        assert!(Config::from_toml("[plugins]\n").unwrap().plugins.is_empty());
     }
 
     #[test]

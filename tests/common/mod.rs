@@ -77,6 +77,19 @@ impl Seed {
         Seed::with_config(|_| String::new())
     }
 
+    /// A plain MQTT broker: no plugins (an empty `[plugins]` table turns off the chat set).
+    pub fn broker() -> Seed {
+        Seed::broker_with_config(|_| String::new())
+    }
+
+    /// Like [`Seed::with_config`], as a plain broker unless the TOML names its plugins.
+    pub fn broker_with_config(config: impl Fn(&Path) -> String) -> Seed {
+        Seed::with_config(move |dir| {
+            let text = config(dir);
+            if text.contains("[plugins") { text } else { format!("{text}\n[plugins]\n") }
+        })
+    }
+
     /// `config` gets the server's scratch directory and returns the TOML for `--config`
     /// (nothing is passed when it is empty). The TCP, WebSocket and HTTP addresses always come
     /// from the command line.
@@ -251,6 +264,7 @@ impl InProcess {
              [store]\ndata_dir = {:?}\nfsync = false\n{extra}",
             dir.path().join("data").display().to_string()
         );
+        let text = if extra.contains("[plugins") { text } else { format!("{text}\n[plugins]\n") };
         let config = seed_broker::Config::from_toml(&text).unwrap();
         let plugins = seed_broker::hooks::PluginRegistry::new()
             .register("acl", seed_plugin_acl::factory)
@@ -895,5 +909,107 @@ pub mod raw {
         let (_, code) = handshake(&mut s, version, id, None, None).await;
         assert_eq!(code, 0, "CONNACK for {id}");
         s
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Chat: users, sessions and SDK clients against a running `seed`.
+// ---------------------------------------------------------------------------------------------
+
+pub mod chat {
+    use super::*;
+    pub use seed_sdk::{Account, ChatClient, Event, Session, v1};
+
+    /// A fresh, valid user id (`[a-z0-9_.-]{3,32}`), unique per process and run.
+    pub fn user(prefix: &str) -> String {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let mut id = format!(
+            "{prefix}{}-{:x}{:x}",
+            N.fetch_add(1, Ordering::Relaxed),
+            std::process::id() % 4096,
+            nanos % 65536
+        );
+        id.truncate(32);
+        id
+    }
+
+    pub fn account(seed: &Seed) -> Account {
+        Account::new(&format!("http://{}", seed.http)).unwrap()
+    }
+
+    pub fn password(user: &str) -> String {
+        format!("pw-{user}-secret")
+    }
+
+    /// Registers a new user named after `prefix`; returns its id.
+    pub async fn register(seed: &Seed, prefix: &str) -> String {
+        let name = user(prefix);
+        let id = account(seed).register(&name, &password(&name)).await.unwrap();
+        assert_eq!(id, name);
+        id
+    }
+
+    pub async fn login(seed: &Seed, user: &str, device: &str) -> Session {
+        account(seed).login(user, &password(user), device).await.unwrap()
+    }
+
+    /// Logs the device in and connects it.
+    pub async fn device(seed: &Seed, user: &str, device: &str) -> (Session, ChatClient) {
+        let session = login(seed, user, device).await;
+        let client = ChatClient::connect(&seed.mqtt.to_string(), &session).await.unwrap();
+        (session, client)
+    }
+
+    /// The next event `f` accepts within [`WAIT`] (others are skipped); panics otherwise.
+    pub async fn expect<T>(
+        client: &mut ChatClient,
+        what: &str,
+        mut f: impl FnMut(&Event) -> Option<T>,
+    ) -> T {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, client.next_event()).await {
+                Err(_) => panic!("timed out waiting for {what}"),
+                Ok(None) => panic!("client ended while waiting for {what}"),
+                Ok(Some(event)) => {
+                    if let Some(v) = f(&event) {
+                        return v;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Asserts that no event `f` accepts arrives within `quiet`.
+    pub async fn expect_none(
+        client: &mut ChatClient,
+        quiet: Duration,
+        what: &str,
+        mut f: impl FnMut(&Event) -> bool,
+    ) {
+        let deadline = tokio::time::Instant::now() + quiet;
+        while let Ok(Some(event)) = tokio::time::timeout_at(deadline, client.next_event()).await {
+            assert!(!f(&event), "unexpected {what}: {event:?}");
+        }
+    }
+
+    /// The next chat message (seq, message).
+    pub async fn message(client: &mut ChatClient) -> (u64, v1::Message) {
+        expect(client, "a message", |e| match e {
+            Event::Message { seq, message } => Some((*seq, message.clone())),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Whether this `seed` binary runs the chat server (the accounts API answers).
+    pub async fn chat_server_present(seed: &Seed) -> bool {
+        let name = user("probe");
+        account(seed).register(&name, &password(&name)).await.is_ok()
     }
 }
