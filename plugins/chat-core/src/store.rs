@@ -57,7 +57,8 @@ pub struct NewEntry {
 /// A chat message to store, with the inbox entries that deliver it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewMessage {
-    /// Server-assigned, unique, time-sortable.
+    /// Server-assigned, unique, time-sortable; below 2^63 (backends keep it in a signed
+    /// 64-bit integer, and a larger id is refused with [`StoreError::Backend`]).
     pub id: u64,
     /// The conversation: `dm:{a}:{b}` with a < b, or `g:{group}`.
     pub chat: String,
@@ -157,11 +158,12 @@ pub trait ChatStore: Send + Sync + 'static {
         after: u64,
         limit: usize,
     ) -> Result<Vec<InboxEntry>, StoreError>;
-    /// The highest seq of `user`'s inbox (0 when empty).
+    /// The highest seq ever assigned in `user`'s inbox (0 before its first entry). Expiry
+    /// does not lower it: seqs never restart.
     async fn last_seq(&self, user_id: &str) -> Result<u64, StoreError>;
     /// The highest seq this device acknowledged (0 if none).
     async fn cursor(&self, user_id: &str, device_id: &str) -> Result<u64, StoreError>;
-    /// Moves a device's cursor forward (never back).
+    /// Moves a device's cursor forward (never back: a lower `seq` is ignored).
     async fn set_cursor(&self, user_id: &str, device_id: &str, seq: u64) -> Result<(), StoreError>;
     /// A chat's messages with id < `before` (all when None), newest first, at most `limit`.
     async fn history(
@@ -180,7 +182,8 @@ pub trait ChatStore: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
     async fn watermark(&self, kind: Watermark, reader: &str, chat: &str)
     -> Result<u64, StoreError>;
-    /// Deletes inbox entries created before `before` (unix ms); returns how many.
+    /// Deletes inbox entries created before `before` (unix ms); returns how many. Seqs,
+    /// cursors and messages (history) are untouched.
     async fn expire_entries(&self, before: u64) -> Result<u64, StoreError>;
 }
 

@@ -1,0 +1,363 @@
+//! Delivery: from a user's inbox (in the store) to each of their connected devices.
+//!
+//! Every device subscribed to `inbox/{me}` gets a *pump*, a task that starts at the device's
+//! stored cursor, reads inbox entries in seq order and hands each to the broker as a QoS 1
+//! PUBLISH. Replay after a reconnect or a server restart is the same path, so it is in
+//! order. A pump remembers the highest seq it handed out and reads only past it; when it has
+//! caught up it sleeps on a per-user `watch` of the inbox's last seq, which every append
+//! bumps. It never runs more than [`WINDOW`] entries ahead of what the device acknowledged
+//! (the broker keeps only a bounded queue per session), and stops when the device goes.
+//!
+//! Acknowledgements (`Event::Delivered`) go to the device's pump through its control
+//! channel, so cursor writes and receipts (`receipts.rs`) happen in order per device and the
+//! observer (`on_event`) never waits on the store.
+//!
+//! A pump belongs to one connection: a second SUBSCRIBE on the same connection keeps it
+//! (nothing is sent twice within a connection); a new connection replaces it and starts again
+//! from the acknowledged cursor (a duplicate of an unacknowledged entry after a reconnect is
+//! ordinary QoS 1; clients dedupe by seq).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use seed_broker::codec::QoS;
+use seed_broker::hooks::ClientInfo;
+use seed_broker::message::Message;
+use seed_broker::metrics::DropReason;
+use seed_broker::session::Delivered;
+use seed_chat_core::InboxEntry;
+use seed_proto::topics;
+use tokio::sync::{mpsc, watch};
+
+use crate::Chat;
+use crate::envelope::{self, Acked};
+use crate::receipts;
+
+/// Entries a device may have unacknowledged at most.
+pub const WINDOW: u64 = 1000;
+/// Pause before retrying after a store error or a full session queue.
+const BACKOFF: Duration = Duration::from_millis(250);
+
+/// What a pump is told.
+#[derive(Debug)]
+enum Control {
+    /// The device acknowledged an entry.
+    Acked(Acked),
+    /// `sync/{me}`: deliver again from after this seq.
+    Restart(u64),
+    Stop,
+}
+
+struct Device {
+    /// The connection this pump serves (the same `Arc` comes with every event of it).
+    connection: Arc<ClientInfo>,
+    pump: u64,
+    control: mpsc::UnboundedSender<Control>,
+}
+
+struct UserInbox {
+    /// The highest seq known to be in the inbox; appends bump it, pumps wait on it.
+    last_seq: watch::Sender<u64>,
+    devices: HashMap<String, Device>,
+}
+
+/// The connected devices of every user with a pump, and the wake-up of their pumps.
+#[derive(Default)]
+pub(crate) struct Inboxes {
+    users: Mutex<HashMap<String, UserInbox>>,
+    next_pump: AtomicU64,
+}
+
+impl Inboxes {
+    /// New entries up to `seq` are in `user`'s inbox: wakes their pumps.
+    pub fn wake(&self, user: &str, seq: u64) {
+        if let Some(inbox) = self.users.lock().get(user) {
+            inbox.last_seq.send_if_modified(|last| {
+                let moved = seq > *last;
+                *last = (*last).max(seq);
+                moved
+            });
+        }
+    }
+
+    /// The client ids of `user`'s devices that have a pump (connected and subscribed).
+    pub fn devices(&self, user: &str) -> Vec<String> {
+        self.users.lock().get(user).map_or_else(Vec::new, |inbox| {
+            inbox.devices.keys().map(|device| topics::client_id(user, device)).collect()
+        })
+    }
+
+    /// Restarts a device's delivery from after `since`; false if it has no pump.
+    pub fn restart(&self, user: &str, device: &str, since: u64) -> bool {
+        let users = self.users.lock();
+        let Some(device) = users.get(user).and_then(|inbox| inbox.devices.get(device)) else {
+            return false;
+        };
+        device.control.send(Control::Restart(since)).is_ok()
+    }
+
+    /// The connection ended: its pump stops.
+    pub fn disconnected(&self, client: &Arc<ClientInfo>) {
+        let Some((user, device)) = topics::parse_client_id(&client.client_id) else { return };
+        let mut users = self.users.lock();
+        let Some(inbox) = users.get_mut(user) else { return };
+        if inbox.devices.get(device).is_some_and(|d| Arc::ptr_eq(&d.connection, client)) {
+            if let Some(gone) = inbox.devices.remove(device) {
+                let _ = gone.control.send(Control::Stop);
+            }
+            if inbox.devices.is_empty() {
+                users.remove(user);
+            }
+        }
+    }
+
+    /// A pump ended on its own (the device went away): forget it unless already replaced.
+    fn ended(&self, user: &str, device: &str, pump: u64) {
+        let mut users = self.users.lock();
+        let Some(inbox) = users.get_mut(user) else { return };
+        if inbox.devices.get(device).is_some_and(|d| d.pump == pump) {
+            inbox.devices.remove(device);
+            if inbox.devices.is_empty() {
+                users.remove(user);
+            }
+        }
+    }
+
+    /// Hands an acknowledgement to the device's pump; gives it back if there is none.
+    fn acked(&self, user: &str, device: &str, acked: Acked) -> Option<Acked> {
+        let users = self.users.lock();
+        let Some(device) = users.get(user).and_then(|inbox| inbox.devices.get(device)) else {
+            return Some(acked);
+        };
+        match device.control.send(Control::Acked(acked)) {
+            Ok(()) => None,
+            Err(mpsc::error::SendError(Control::Acked(acked))) => Some(acked),
+            Err(_) => None,
+        }
+    }
+}
+
+/// `Event::Subscribed`: a device subscribed to its own inbox gets a pump, unless this very
+/// connection already has one.
+pub(crate) fn subscribed(chat: &Arc<Chat>, client: &Arc<ClientInfo>, filter: &str) {
+    let Some((user, device)) = topics::parse_client_id(&client.client_id) else { return };
+    if client.username.as_deref() != Some(user) || filter != topics::inbox(user) {
+        return;
+    }
+    let pump = chat.inboxes.next_pump.fetch_add(1, Relaxed);
+    let (control, commands) = mpsc::unbounded_channel();
+    let last_seq = {
+        let mut users = chat.inboxes.users.lock();
+        let inbox = users.entry(user.to_owned()).or_insert_with(|| UserInbox {
+            last_seq: watch::Sender::new(0),
+            devices: HashMap::new(),
+        });
+        if let Some(running) = inbox.devices.get(device) {
+            if Arc::ptr_eq(&running.connection, client) {
+                return;
+            }
+            let _ = running.control.send(Control::Stop);
+        }
+        let connection = client.clone();
+        inbox.devices.insert(device.to_owned(), Device { connection, pump, control });
+        inbox.last_seq.subscribe()
+    };
+    let pump = Pump {
+        chat: chat.clone(),
+        user: user.to_owned(),
+        device: device.to_owned(),
+        client_id: client.client_id.to_string(),
+        pump,
+        commands,
+        last_seq,
+        sent: 0,
+        acked: 0,
+        caught_up: false,
+        stalled: false,
+        acks: Vec::new(),
+    };
+    tokio::spawn(pump.run());
+}
+
+/// `Event::Delivered`: a device acknowledged an inbox entry.
+pub(crate) fn delivered(chat: &Arc<Chat>, client_id: &str, message: &Message) {
+    let Some((user, device)) = topics::parse_client_id(client_id) else { return };
+    if topics::parse(&message.topic) != Some(topics::Topic::Inbox { user }) {
+        return;
+    }
+    let Some(acked) = envelope::parse_acked(&message.payload) else { return };
+    if let Some(acked) = chat.inboxes.acked(user, device, acked) {
+        // No pump (it stopped, or the broker resent a message of an old connection).
+        let (chat, user, device) = (chat.clone(), user.to_owned(), device.to_owned());
+        tokio::spawn(
+            async move { receipts::acknowledged(&chat, &user, &device, vec![acked]).await },
+        );
+    }
+}
+
+struct Pump {
+    chat: Arc<Chat>,
+    user: String,
+    device: String,
+    client_id: String,
+    pump: u64,
+    commands: mpsc::UnboundedReceiver<Control>,
+    last_seq: watch::Receiver<u64>,
+    /// The highest seq handed to the broker (or passed over).
+    sent: u64,
+    /// The highest seq the device acknowledged.
+    acked: u64,
+    /// The last read found nothing more.
+    caught_up: bool,
+    /// The broker's queue for the session was full: retry after a pause.
+    stalled: bool,
+    /// Acknowledgements not yet recorded.
+    acks: Vec<Acked>,
+}
+
+/// Why a pump ends.
+struct Stop;
+
+/// What a waiting pump woke up for.
+enum Woken {
+    Command(Option<Control>),
+    /// The inbox grew (false: the user's inbox state is gone).
+    NewEntries(bool),
+    Retry,
+}
+
+impl Pump {
+    async fn run(mut self) {
+        let span = tracing::debug_span!("pump", client_id = %self.client_id);
+        let _ = tracing::Instrument::instrument(self.work(), span).await;
+        self.chat.inboxes.ended(&self.user, &self.device, self.pump);
+    }
+
+    async fn work(&mut self) -> Result<(), Stop> {
+        let cursor = loop {
+            match self.chat.store.cursor(&self.user, &self.device).await {
+                Ok(cursor) => break cursor,
+                Err(error) => {
+                    tracing::warn!(%error, "reading the device cursor failed");
+                    self.pause().await?;
+                }
+            }
+        };
+        (self.sent, self.acked) = (cursor, cursor);
+        loop {
+            while let Ok(command) = self.commands.try_recv() {
+                self.apply(command)?;
+            }
+            if !self.acks.is_empty() {
+                let acks = std::mem::take(&mut self.acks);
+                receipts::acknowledged(&self.chat, &self.user, &self.device, acks).await;
+            }
+            let room = WINDOW.saturating_sub(self.sent.saturating_sub(self.acked));
+            if !self.caught_up && !self.stalled && room > 0 {
+                let limit = (self.chat.config().replay_batch as u64).min(room) as usize;
+                match self.chat.store.inbox(&self.user, self.sent, limit).await {
+                    Ok(entries) => {
+                        self.caught_up = entries.len() < limit;
+                        self.send(entries).await?;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "reading the inbox failed");
+                        self.pause().await?;
+                    }
+                }
+                continue;
+            }
+            let sent = self.sent;
+            let wait_for_new = self.caught_up && !self.stalled && room > 0;
+            let woken = tokio::select! {
+                command = self.commands.recv() => Woken::Command(command),
+                seen = self.last_seq.wait_for(|last| *last > sent), if wait_for_new => {
+                    Woken::NewEntries(seen.is_ok())
+                }
+                () = tokio::time::sleep(BACKOFF), if self.stalled => Woken::Retry,
+            };
+            match woken {
+                Woken::Command(command) => self.apply(command.ok_or(Stop)?)?,
+                Woken::NewEntries(alive) => {
+                    if !alive {
+                        return Err(Stop);
+                    }
+                    self.caught_up = false;
+                }
+                Woken::Retry => self.stalled = false,
+            }
+        }
+    }
+
+    fn apply(&mut self, command: Control) -> Result<(), Stop> {
+        match command {
+            Control::Acked(acked) => {
+                self.acked = self.acked.max(acked.seq);
+                self.acks.push(acked);
+            }
+            Control::Restart(since) => {
+                self.sent = since;
+                self.caught_up = false;
+            }
+            Control::Stop => return Err(Stop),
+        }
+        Ok(())
+    }
+
+    /// Hands entries to the broker in seq order.
+    async fn send(&mut self, entries: Vec<InboxEntry>) -> Result<(), Stop> {
+        let broker = self.chat.broker().ok_or(Stop)?;
+        let mut passed_over = None;
+        for entry in entries {
+            if entry.skip_device.as_deref() == Some(self.device.as_str()) {
+                // Not for this device; with nothing outstanding its cursor can pass it now.
+                if self.acked >= self.sent {
+                    self.acked = entry.seq;
+                    passed_over = Some(entry.seq);
+                }
+                self.sent = entry.seq;
+                continue;
+            }
+            let payload = envelope::framed(entry.seq, &entry.envelope);
+            let message = envelope::inbox_publish(&self.user, payload, QoS::AtLeastOnce);
+            match broker.deliver_to(&self.client_id, message, QoS::AtLeastOnce) {
+                Delivered::Sent | Delivered::Queued => self.sent = entry.seq,
+                Delivered::Dropped(DropReason::QueueFull) => {
+                    if !broker.is_connected(&self.client_id) {
+                        return Err(Stop);
+                    }
+                    self.stalled = true;
+                    self.caught_up = false;
+                    break;
+                }
+                Delivered::Dropped(DropReason::NoSubscribers) => return Err(Stop),
+                Delivered::Dropped(reason) => {
+                    // This device cannot take this entry (e.g. too large): move on.
+                    tracing::warn!(seq = entry.seq, ?reason, "inbox entry not deliverable");
+                    self.sent = entry.seq;
+                }
+            }
+        }
+        if let Some(seq) = passed_over
+            && let Err(error) = self.chat.store.set_cursor(&self.user, &self.device, seq).await
+        {
+            tracing::warn!(%error, "moving the cursor past skipped entries failed");
+        }
+        Ok(())
+    }
+
+    /// Waits [`BACKOFF`] while still obeying commands.
+    async fn pause(&mut self) -> Result<(), Stop> {
+        let sleep = tokio::time::sleep(BACKOFF);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                () = &mut sleep => return Ok(()),
+                command = self.commands.recv() => self.apply(command.ok_or(Stop)?)?,
+            }
+        }
+    }
+}

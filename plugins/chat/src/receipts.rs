@@ -1,0 +1,105 @@
+//! Ticks beyond the first: DELIVERED when a recipient's device acknowledges a message, READ
+//! when a user reports a chat read up to a message.
+//!
+//! Both are watermarks per (reader, chat) in the store, and a receipt says "every message up
+//! to this id", so a receipt is sent only when a watermark moves: many acknowledgements make
+//! one receipt, and a late or repeated acknowledgement makes none. A receipt is an inbox
+//! entry like a message, delivered (and replayed) the same way.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use seed_chat_core::{NewEntry, StoreError, Watermark, dm_chat};
+use seed_proto::v1::receipt::Kind;
+
+use crate::Chat;
+use crate::envelope::{self, Acked};
+
+/// Attempts at storing a receipt whose watermark already moved.
+const ATTEMPTS: u32 = 5;
+
+/// A device acknowledged inbox entries: its cursor moves to the highest, and the senders of
+/// the messages among them get a DELIVERED receipt.
+pub(crate) async fn acknowledged(chat: &Arc<Chat>, user: &str, device: &str, acks: Vec<Acked>) {
+    let Some(highest) = acks.iter().map(|a| a.seq).max() else { return };
+    if let Err(error) = chat.store.set_cursor(user, device, highest).await {
+        // Not lost for good: the next acknowledgement writes a cursor past this one.
+        tracing::warn!(%error, user, device, "storing the cursor failed");
+    }
+    let mut latest: HashMap<String, u64> = HashMap::new();
+    for (from, id) in acks.into_iter().filter_map(|a| a.message) {
+        if from != user {
+            let up_to = latest.entry(from).or_default();
+            *up_to = (*up_to).max(id);
+        }
+    }
+    for (from, up_to) in latest {
+        let chat_key = dm_chat(user, &from);
+        let moved =
+            chat.store.advance_watermark(Watermark::Delivered, user, &chat_key, up_to).await;
+        match moved {
+            Ok(true) => {
+                let receipt = envelope::receipt(Kind::Delivered, user, up_to, "");
+                let entry = NewEntry { user_id: from, envelope: receipt, skip_device: None };
+                append(chat, vec![entry]).await;
+            }
+            Ok(false) => {}
+            Err(error) => tracing::warn!(%error, user, "advancing the delivered watermark failed"),
+        }
+    }
+}
+
+/// `reader` (on `device`) read the direct chat with `peer` up to `up_to`: the peer gets a
+/// READ receipt (unless they blocked the reader), and so do the reader's other devices, to
+/// clear their unread count.
+pub(crate) async fn read(
+    chat: &Arc<Chat>,
+    reader: &str,
+    device: &str,
+    peer: &str,
+    up_to: u64,
+) -> Result<(), StoreError> {
+    let chat_key = dm_chat(reader, peer);
+    if !chat.store.advance_watermark(Watermark::Read, reader, &chat_key, up_to).await? {
+        return Ok(());
+    }
+    let mut entries = Vec::with_capacity(2);
+    if peer != reader && !chat.store.is_blocked(reader, peer).await? {
+        let receipt = envelope::receipt(Kind::Read, reader, up_to, "");
+        entries.push(NewEntry { user_id: peer.to_owned(), envelope: receipt, skip_device: None });
+    }
+    // On the reader's own devices `by` is themselves, so the chat is named.
+    let receipt = envelope::receipt(Kind::Read, reader, up_to, peer);
+    entries.push(NewEntry {
+        user_id: reader.to_owned(),
+        envelope: receipt,
+        skip_device: Some(device.to_owned()),
+    });
+    append(chat, entries).await;
+    Ok(())
+}
+
+/// Stores receipt entries and wakes their users' pumps. The watermark has moved already, so
+/// a failure is retried a few times before it is given up (and logged).
+async fn append(chat: &Arc<Chat>, entries: Vec<NewEntry>) {
+    let mut delay = Duration::from_millis(50);
+    for attempt in 1..=ATTEMPTS {
+        match chat.store.append_entries(entries.clone()).await {
+            Ok(seqs) => {
+                for (entry, seq) in entries.iter().zip(seqs) {
+                    chat.inboxes.wake(&entry.user_id, seq);
+                }
+                return;
+            }
+            Err(error) if attempt == ATTEMPTS => {
+                tracing::error!(%error, "a receipt could not be stored and is lost");
+            }
+            Err(error) => {
+                tracing::warn!(%error, attempt, "storing a receipt failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! The database file: how its connections are opened and how its schema evolves.
+//!
+//! The schema is a list of migration steps; `PRAGMA user_version` records how many have been
+//! applied. Opening applies the missing ones in order, each in its own transaction with its
+//! version bump, so a crash between steps leaves a database a later open finishes. A file
+//! written by a newer build (more steps than this build knows) is refused rather than
+//! guessed at. A new step is appended to [`MIGRATIONS`]; existing steps are never edited.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+use seed_chat_core::StoreError;
+
+use crate::backend;
+
+/// The migration steps, in order; step `i` brings the schema to version `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: accounts, blocks, messages, inboxes, cursors, watermarks.
+    "
+    CREATE TABLE users (
+        user_id TEXT PRIMARY KEY,
+        password_hash TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE refresh_tokens (
+        token_hash BLOB PRIMARY KEY,
+        user_id TEXT NOT NULL,
+        device_id TEXT NOT NULL,
+        expires_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX refresh_tokens_device ON refresh_tokens (user_id, device_id);
+    CREATE TABLE revoked_devices (
+        user_id TEXT NOT NULL,
+        device_id TEXT NOT NULL,
+        revoked_at INTEGER NOT NULL,
+        PRIMARY KEY (user_id, device_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE blocks (
+        user_id TEXT NOT NULL,
+        blocked TEXT NOT NULL,
+        PRIMARY KEY (user_id, blocked)
+    ) WITHOUT ROWID;
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY,
+        chat TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        client_msg_id TEXT,
+        body BLOB NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE UNIQUE INDEX messages_client_msg_id ON messages (sender, client_msg_id)
+        WHERE client_msg_id IS NOT NULL;
+    CREATE INDEX messages_chat ON messages (chat, id);
+    -- The last seq handed out per inbox: kept apart from `inbox` so that expiring
+    -- entries never lets a seq be handed out twice.
+    CREATE TABLE inbox_heads (
+        user_id TEXT PRIMARY KEY,
+        last_seq INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE inbox (
+        user_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        envelope BLOB NOT NULL,
+        skip_device TEXT,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (user_id, seq)
+    ) WITHOUT ROWID;
+    CREATE INDEX inbox_created ON inbox (created_at);
+    CREATE TABLE cursors (
+        user_id TEXT NOT NULL,
+        device_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (user_id, device_id)
+    ) WITHOUT ROWID;
+    -- kind: 0 delivered, 1 read.
+    CREATE TABLE watermarks (
+        reader TEXT NOT NULL,
+        chat TEXT NOT NULL,
+        kind INTEGER NOT NULL,
+        up_to INTEGER NOT NULL,
+        PRIMARY KEY (reader, chat, kind)
+    ) WITHOUT ROWID;
+    ",
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// WAL pages (4 KiB) after which a commit checkpoints even though the writer is busy.
+const WAL_BACKSTOP_PAGES: i64 = 16_384;
+
+/// How long a connection waits for a lock (a checkpoint, another process) before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Opens (creating it if needed) the writer's connection and brings the schema up to date.
+pub fn open_writer(path: &Path, fsync: bool) -> Result<Connection, StoreError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Backend(format!("{}: {e}", dir.display())))?;
+    }
+    let mut conn = Connection::open(path).map_err(backend)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
+    // FULL: every commit's WAL frames are fsynced before the commit returns, so an answered
+    // write survives a power cut. NORMAL: survives a process crash, not a power cut.
+    conn.pragma_update(None, "synchronous", if fsync { "FULL" } else { "NORMAL" })
+        .map_err(backend)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    // The writer checkpoints when it is idle (`writer.rs`); SQLite's own checkpoint, which
+    // stalls the commit that triggers it, is only a backstop for a writer never idle.
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_BACKSTOP_PAGES).map_err(backend)?;
+    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024).map_err(backend)?;
+    // Inboxes and indexes are written all over; keeping their pages cached saves rereads.
+    conn.pragma_update(None, "cache_size", -64 * 1024).map_err(backend)?;
+    migrate(&mut conn)?;
+    Ok(conn)
+}
+
+/// Opens a read-only connection to a database [`open_writer`] has set up.
+pub fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags).map_err(backend)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let version: i64 =
+        conn.pragma_query_value(None, "user_version", |row| row.get(0)).map_err(backend)?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::Backend(format!(
+            "chat database schema version {version} is newer than this build's \
+             ({SCHEMA_VERSION}); refusing to open it"
+        )));
+    }
+    for (done, step) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+        let tx = conn.transaction().map_err(backend)?;
+        tx.execute_batch(step).map_err(backend)?;
+        tx.pragma_update(None, "user_version", done as i64 + 1).map_err(backend)?;
+        tx.commit().map_err(backend)?;
+        tracing::info!(version = done + 1, "chat database migrated");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrates_once_and_refuses_a_newer_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub").join("chat.db");
+        let conn = open_writer(&path, false).unwrap();
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        conn.execute("INSERT INTO users VALUES ('a', 'h', 1)", []).unwrap();
+        drop(conn);
+
+        // Reopening applies nothing again and keeps the data.
+        let conn = open_writer(&path, false).unwrap();
+        let n: i64 = conn.query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 1);
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
+        drop(conn);
+
+        let err = open_writer(&path, false).unwrap_err();
+        assert!(matches!(&err, StoreError::Backend(m) if m.contains("newer")), "{err:?}");
+    }
+}

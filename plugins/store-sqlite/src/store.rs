@@ -1,0 +1,225 @@
+//! [`SqliteChatStore`]: the [`ChatStore`] contract on one SQLite file.
+//!
+//! This file only routes calls: writes go to the writer thread (`writer.rs`) and wait for
+//! its answer, which comes after their group's commit; reads go to the read pool
+//! (`reads.rs`). Owned copies of the arguments cross to those threads, since neither may
+//! borrow from an async caller.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, mpsc};
+use std::thread;
+
+use async_trait::async_trait;
+use seed_chat_core::{
+    Appended, ChatStore, InboxEntry, NewEntry, NewMessage, RefreshToken, StoreError, StoredMessage,
+    UserRecord, Watermark,
+};
+use tokio::sync::oneshot;
+
+use crate::reads::{self, Readers};
+use crate::schema;
+use crate::writer::{self, Job, Reply, Write};
+
+/// The embedded chat store. Cheap to share behind an `Arc`; dropping the last handle lets
+/// the writer finish what is queued and stop.
+pub struct SqliteChatStore {
+    path: PathBuf,
+    writes: mpsc::Sender<Job>,
+    readers: Arc<Readers>,
+}
+
+impl std::fmt::Debug for SqliteChatStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteChatStore").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl SqliteChatStore {
+    /// Opens (or creates) the database at `path`, migrates it, and starts its writer.
+    /// With `fsync`, every answered write has reached the disk (`synchronous = FULL`);
+    /// without, a power cut may lose the last commits (a crash of the process does not).
+    pub fn open(path: &Path, fsync: bool) -> Result<SqliteChatStore, StoreError> {
+        let conn = schema::open_writer(path, fsync)?;
+        let (writes, jobs) = mpsc::channel();
+        thread::Builder::new()
+            .name("seed-chat-store".into())
+            .spawn(move || writer::run(conn, jobs))
+            .map_err(|e| StoreError::Backend(format!("starting the writer: {e}")))?;
+        Ok(SqliteChatStore { path: path.into(), writes, readers: Readers::new(path.into()) })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn write(&self, write: Write) -> Result<Reply, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.writes.send(Job { write, reply }).map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+fn stopped() -> StoreError {
+    StoreError::Backend("the chat store's writer has stopped".into())
+}
+
+/// The writer answered a call with a reply of another call's kind: a bug, reported
+/// rather than panicked on.
+fn mismatch(reply: Reply) -> StoreError {
+    StoreError::Backend(format!("unexpected writer reply {reply:?}"))
+}
+
+#[async_trait]
+impl ChatStore for SqliteChatStore {
+    async fn create_user(&self, user_id: &str, password_hash: &str) -> Result<(), StoreError> {
+        let write =
+            Write::CreateUser { user_id: user_id.into(), password_hash: password_hash.into() };
+        self.write(write).await.map(drop)
+    }
+
+    async fn user(&self, user_id: &str) -> Result<Option<UserRecord>, StoreError> {
+        let user_id = user_id.to_owned();
+        self.readers.run(move |c| reads::user(c, &user_id)).await
+    }
+
+    async fn put_refresh_token(&self, token: RefreshToken) -> Result<(), StoreError> {
+        self.write(Write::PutRefreshToken(token)).await.map(drop)
+    }
+
+    async fn take_refresh_token(
+        &self,
+        token_hash: &[u8; 32],
+    ) -> Result<Option<RefreshToken>, StoreError> {
+        match self.write(Write::TakeRefreshToken(*token_hash)).await? {
+            Reply::Token(token) => Ok(token),
+            other => Err(mismatch(other)),
+        }
+    }
+
+    async fn revoke_device(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        at: u64,
+    ) -> Result<(), StoreError> {
+        let write =
+            Write::RevokeDevice { user_id: user_id.into(), device_id: device_id.into(), at };
+        self.write(write).await.map(drop)
+    }
+
+    async fn device_revoked_at(
+        &self,
+        user_id: &str,
+        device_id: &str,
+    ) -> Result<Option<u64>, StoreError> {
+        let (user_id, device_id) = (user_id.to_owned(), device_id.to_owned());
+        self.readers.run(move |c| reads::device_revoked_at(c, &user_id, &device_id)).await
+    }
+
+    async fn set_blocked(&self, user: &str, blocked: &str, on: bool) -> Result<(), StoreError> {
+        self.write(Write::SetBlocked { user: user.into(), blocked: blocked.into(), on })
+            .await
+            .map(drop)
+    }
+
+    async fn is_blocked(&self, user: &str, by: &str) -> Result<bool, StoreError> {
+        let (user, by) = (user.to_owned(), by.to_owned());
+        self.readers.run(move |c| reads::is_blocked(c, &user, &by)).await
+    }
+
+    async fn blocked_by(&self, user: &str) -> Result<Vec<String>, StoreError> {
+        let user = user.to_owned();
+        self.readers.run(move |c| reads::blocked_by(c, &user)).await
+    }
+
+    async fn append_message(&self, message: NewMessage) -> Result<Appended, StoreError> {
+        match self.write(Write::AppendMessage(message)).await? {
+            Reply::Appended(appended) => Ok(appended),
+            other => Err(mismatch(other)),
+        }
+    }
+
+    async fn append_entries(&self, entries: Vec<NewEntry>) -> Result<Vec<u64>, StoreError> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self.write(Write::AppendEntries(entries)).await? {
+            Reply::Seqs(seqs) => Ok(seqs),
+            other => Err(mismatch(other)),
+        }
+    }
+
+    async fn inbox(
+        &self,
+        user_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<InboxEntry>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let user_id = user_id.to_owned();
+        self.readers.run(move |c| reads::inbox(c, &user_id, after, limit)).await
+    }
+
+    async fn last_seq(&self, user_id: &str) -> Result<u64, StoreError> {
+        let user_id = user_id.to_owned();
+        self.readers.run(move |c| reads::last_seq(c, &user_id)).await
+    }
+
+    async fn cursor(&self, user_id: &str, device_id: &str) -> Result<u64, StoreError> {
+        let (user_id, device_id) = (user_id.to_owned(), device_id.to_owned());
+        self.readers.run(move |c| reads::cursor(c, &user_id, &device_id)).await
+    }
+
+    async fn set_cursor(&self, user_id: &str, device_id: &str, seq: u64) -> Result<(), StoreError> {
+        let write = Write::SetCursor { user_id: user_id.into(), device_id: device_id.into(), seq };
+        self.write(write).await.map(drop)
+    }
+
+    async fn history(
+        &self,
+        chat: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let chat = chat.to_owned();
+        self.readers.run(move |c| reads::history(c, &chat, before, limit)).await
+    }
+
+    async fn advance_watermark(
+        &self,
+        kind: Watermark,
+        reader: &str,
+        chat: &str,
+        up_to: u64,
+    ) -> Result<bool, StoreError> {
+        let write =
+            Write::AdvanceWatermark { kind, reader: reader.into(), chat: chat.into(), up_to };
+        match self.write(write).await? {
+            Reply::Moved(moved) => Ok(moved),
+            other => Err(mismatch(other)),
+        }
+    }
+
+    async fn watermark(
+        &self,
+        kind: Watermark,
+        reader: &str,
+        chat: &str,
+    ) -> Result<u64, StoreError> {
+        let (reader, chat) = (reader.to_owned(), chat.to_owned());
+        self.readers.run(move |c| reads::watermark(c, kind, &reader, &chat)).await
+    }
+
+    async fn expire_entries(&self, before: u64) -> Result<u64, StoreError> {
+        match self.write(Write::ExpireEntries { before }).await? {
+            Reply::Count(count) => Ok(count),
+            other => Err(mismatch(other)),
+        }
+    }
+}

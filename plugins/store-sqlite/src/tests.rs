@@ -1,0 +1,181 @@
+//! Tests of the SQLite store: the shared conformance suite, plus what only this backend
+//! promises (durability across reopen, group commit under load, per-call rollback inside a
+//! batch, the plugin's configuration).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use seed_broker::hooks::PluginContext;
+use seed_broker::toml;
+use seed_chat_core::conformance::{self, message};
+use seed_chat_core::{Appended, ChatStore, StoreError, dm_chat};
+
+use crate::{Config, SqliteChatStore, factory};
+
+fn open(dir: &tempfile::TempDir, fsync: bool) -> Arc<SqliteChatStore> {
+    Arc::new(SqliteChatStore::open(&dir.path().join("chat.db"), fsync).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conformance_suite() {
+    // Each store gets its own directory, kept until the end of the run.
+    let dirs = Arc::new(std::sync::Mutex::new(Vec::new()));
+    conformance::run_all(|| {
+        let dirs = dirs.clone();
+        async move {
+            let dir = tempfile::tempdir().unwrap();
+            let store = open(&dir, false);
+            dirs.lock().unwrap().push(dir);
+            store as Arc<dyn ChatStore>
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conformance_suite_with_fsync() {
+    // The write path with `synchronous = FULL`; one property per fresh store.
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    conformance::append_assigns_seqs(open(&a, true)).await;
+    conformance::idempotency(open(&b, true)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, true);
+    store.create_user("alice", "h").await.unwrap();
+    store.append_message(message(1, "alice", "bob", Some("k"))).await.unwrap();
+    store.set_cursor("bob", "phone", 1).await.unwrap();
+    drop(store);
+
+    let store = open(&dir, true);
+    assert!(store.user("alice").await.unwrap().is_some());
+    assert_eq!(store.last_seq("bob").await.unwrap(), 1);
+    assert_eq!(store.cursor("bob", "phone").await.unwrap(), 1);
+    let retry = store.append_message(message(2, "alice", "bob", Some("k"))).await.unwrap();
+    assert_eq!(retry, Appended::Duplicate { id: 1 }, "idempotency must survive a restart");
+    let next = store.append_message(message(3, "alice", "bob", None)).await.unwrap();
+    assert_eq!(next, Appended::New { seqs: vec![2, 2] });
+}
+
+/// A failing call is rolled back alone: its batch-mates commit, and it burns no seq.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_call_spares_its_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, false);
+    store.append_message(message(1, "alice", "bob", None)).await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for id in [1, 2, 1, 3, 1, 4] {
+        let store = store.clone();
+        tasks.spawn(
+            async move { (id, store.append_message(message(id, "carol", "bob", None)).await) },
+        );
+    }
+    let mut stored = 0;
+    while let Some(done) = tasks.join_next().await {
+        match done.unwrap() {
+            (1, result) => assert!(
+                matches!(result, Err(StoreError::Conflict(_))),
+                "a reused message id must be a Conflict, got {result:?}"
+            ),
+            (_, result) => {
+                assert!(matches!(result, Ok(Appended::New { .. })), "{result:?}");
+                stored += 1;
+            }
+        }
+    }
+    assert_eq!(stored, 3);
+    let seqs: Vec<u64> = store.inbox("bob", 0, 100).await.unwrap().iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, vec![1, 2, 3, 4], "a failed call must not leave a gap");
+    assert_eq!(store.last_seq("carol").await.unwrap(), 3);
+    let huge = store.append_message(message(u64::MAX, "carol", "bob", None)).await;
+    assert!(matches!(huge, Err(StoreError::Backend(_))), "{huge:?}");
+    assert_eq!(store.last_seq("bob").await.unwrap(), 4);
+}
+
+/// 10,000 messages from 100 concurrent tasks: gapless seqs, and quick even in debug.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn group_commit_under_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, true);
+    let (rate, elapsed) = append_load(store.clone(), 100, 100).await;
+    println!("10,000 appends (fsync on): {elapsed:?}, {rate:.0}/s");
+    assert!(elapsed.as_secs() < 10, "10,000 appends took {elapsed:?}");
+    let mut total = 0;
+    for user in USERS {
+        let seqs: Vec<u64> =
+            store.inbox(user, 0, 100_000).await.unwrap().iter().map(|e| e.seq).collect();
+        let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
+        assert_eq!(seqs, expected, "{user}'s inbox is not gapless");
+        total += seqs.len();
+    }
+    assert_eq!(total, 20_000);
+}
+
+/// Throughput: `cargo test --release -p seed-plugin-store-sqlite -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore]
+async fn append_throughput() {
+    for fsync in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let (rate, elapsed) = append_load(open(&dir, fsync), 200, 500).await;
+        println!("100,000 appends, 200 tasks, fsync {fsync}: {elapsed:?}, {rate:.0}/s");
+    }
+}
+
+const USERS: [&str; 10] = ["u0", "u1", "u2", "u3", "u4", "u5", "u6", "u7", "u8", "u9"];
+
+/// `tasks` tasks each append `each` direct messages (two entries each, with a key);
+/// returns appends per second and the time taken.
+async fn append_load(
+    store: Arc<SqliteChatStore>,
+    tasks: u64,
+    each: u64,
+) -> (f64, std::time::Duration) {
+    let start = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for task in 0..tasks {
+        let store = store.clone();
+        set.spawn(async move {
+            for i in 0..each {
+                let id = task * each + i + 1;
+                let from = USERS[(id % 10) as usize];
+                let to = USERS[((id / 10) % 10) as usize];
+                let key = format!("k{id}");
+                store.append_message(message(id, from, to, Some(&key))).await.unwrap();
+            }
+        });
+    }
+    while let Some(done) = set.join_next().await {
+        done.unwrap();
+    }
+    let elapsed = start.elapsed();
+    ((tasks * each) as f64 / elapsed.as_secs_f64(), elapsed)
+}
+
+#[tokio::test]
+async fn factory_provides_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut context = PluginContext::new(dir.path().to_path_buf());
+    let plugin = factory(toml::Table::new(), &mut context).unwrap();
+    assert_eq!(plugin.name(), "store-sqlite");
+    assert!(plugin.hooks().is_empty());
+    let store: Arc<dyn ChatStore> = context.require("a chat store").unwrap();
+    store.create_user("alice", "h").await.unwrap();
+    assert!(dir.path().join("chat.db").exists());
+    assert!(store.history(&dm_chat("a", "b"), None, 1).await.unwrap().is_empty());
+
+    let table: toml::Table = "fsync = false\npath = \"db/other.db\"".parse().unwrap();
+    factory(table, &mut context).unwrap();
+    assert!(dir.path().join("db/other.db").exists(), "a relative path is under data_dir");
+}
+
+#[test]
+fn config_defaults_and_refuses_unknown_keys() {
+    let config = Config::from_table(toml::Table::new()).unwrap();
+    assert!(config.fsync, "fsync defaults to on");
+    assert_eq!(config.path, None);
+    let table: toml::Table = "fsnyc = false".parse().unwrap();
+    assert!(Config::from_table(table).is_err(), "a misspelt key must be refused");
+}
