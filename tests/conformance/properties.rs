@@ -64,6 +64,28 @@ async fn mqtt_3_3_2_12_topic_alias_mapping() {
     }
 }
 
+/// [MQTT-3.3.2-11] (5.0) A sender MUST NOT send a Topic Alias greater than the receiver's
+/// Topic Alias Maximum. The server uses aliases towards a client that accepts them: the
+/// first PUBLISH on a topic carries topic and alias, later ones the alias alone, and no
+/// alias exceeds the client's maximum.
+#[tokio::test]
+async fn mqtt_3_3_2_11_server_aliases_within_client_maximum() {
+    let server = TestServer::start().await;
+    let mut connect = v5("alias-out-sub");
+    connect.properties.topic_alias_maximum = Some(1);
+    let (mut sub, _) = server.connect(connect).await;
+    sub.subscribe("out/#", QoS::AtMostOnce).await;
+    let mut client = server.v5("alias-out-pub").await;
+    for (topic, payload) in [("out/a", b"1"), ("out/a", b"2"), ("out/b", b"3"), ("out/a", b"4")] {
+        client.publish(publish(topic, payload, QoS::AtMostOnce, 0)).await;
+    }
+    let expected = [("out/a", Some(1)), ("", Some(1)), ("out/b", None), ("", Some(1))];
+    for (i, (topic, alias)) in expected.into_iter().enumerate() {
+        let p = sub.expect_publish().await;
+        assert_eq!((p.topic.as_str(), p.properties.topic_alias), (topic, alias), "publish {i}");
+    }
+}
+
 /// [MQTT-3.3.2-8] (5.0) A sender MUST NOT send a PUBLISH packet containing a Topic Alias
 /// which has the value 0; the receiver treats it as 0x94 (Topic Alias invalid).
 #[tokio::test]

@@ -86,6 +86,8 @@ struct Connection<T> {
     last_read: Instant,
     /// Incoming topic aliases (5.0).
     aliases: HashMap<u16, String>,
+    /// Outgoing topic aliases (5.0).
+    out_aliases: outbound::OutAliases,
     /// Largest packet the client accepts (5.0 Maximum Packet Size).
     client_max_packet: usize,
     /// PUBACK/PUBREC owed to the client, in the order the publishes came in.

@@ -5,6 +5,7 @@
 //! so one waiting for the store holds back the ones behind it. The store commits in order,
 //! so in practice the queue drains as one batch per group commit.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +17,37 @@ use crate::metrics::DropReason;
 use crate::session::OutPublish;
 use crate::store::StoreError;
 use crate::transport::Transport;
+
+/// Topic aliases towards a 5.0 client that accepts them (its Topic Alias Maximum): the first
+/// PUBLISH on a topic carries the topic and an alias, later ones only the alias. A chat
+/// device receives everything on one topic (its inbox), so this saves the topic on every
+/// message but the first. Aliases are handed out until the client's maximum and then kept;
+/// topics beyond that travel in full.
+#[derive(Default)]
+pub(super) struct OutAliases {
+    max: u16,
+    assigned: HashMap<Arc<str>, u16>,
+}
+
+impl OutAliases {
+    pub(super) fn new(max: u16) -> OutAliases {
+        OutAliases { max, assigned: HashMap::new() }
+    }
+
+    fn apply(&mut self, topic: &Arc<str>, publish: &mut Publish) {
+        if self.max == 0 {
+            return;
+        }
+        if let Some(&alias) = self.assigned.get(topic) {
+            publish.topic.clear();
+            publish.properties.topic_alias = Some(alias);
+        } else if self.assigned.len() < usize::from(self.max) {
+            let alias = self.assigned.len() as u16 + 1;
+            self.assigned.insert(topic.clone(), alias);
+            publish.properties.topic_alias = Some(alias);
+        }
+    }
+}
 
 pub(super) struct PendingAck {
     packet: Packet,
@@ -132,6 +164,7 @@ impl<T: Transport> Connection<T> {
             properties,
             payload: out.message.payload.clone(),
         });
+        let mut packet = packet;
         if self.client_max_packet != usize::MAX
             && codec::encoded_size(&packet, self.protocol) > self.client_max_packet
         {
@@ -142,6 +175,10 @@ impl<T: Transport> Connection<T> {
                 self.broker.store.submit(writes);
             }
             return;
+        }
+        // Only once the packet is sure to go out may it teach the client an alias.
+        if let Packet::Publish(publish) = &mut packet {
+            self.out_aliases.apply(&out.message.topic, publish);
         }
         self.write_packet(&packet);
     }
