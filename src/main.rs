@@ -221,3 +221,40 @@ fn hash_password(password: Option<String>) -> Result<()> {
     println!("{hash}");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every example in `deploy/` is a valid configuration whose plugins build.
+    #[test]
+    fn deploy_examples_build() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "toml") {
+                continue;
+            }
+            let config = read_config(&path).unwrap();
+            let data = tempfile::tempdir().unwrap();
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let _guard = runtime.enter();
+            let mut context = PluginContext::new(data.path().to_path_buf());
+            let built = registry().build(&config.plugins, &mut context);
+            assert!(built.is_ok(), "{}: {:?}", path.display(), built.err());
+            checked += 1;
+        }
+        assert!(checked >= 3, "found only {checked} example configurations");
+    }
+
+    #[test]
+    fn listen_flags() {
+        assert_eq!(parse_listen("off", "--mqtt").unwrap(), None);
+        assert_eq!(
+            parse_listen("127.0.0.1:1", "--mqtt").unwrap(),
+            Some("127.0.0.1:1".parse().unwrap())
+        );
+        assert!(parse_listen("nonsense", "--mqtt").is_err());
+    }
+}
