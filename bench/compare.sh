@@ -5,12 +5,21 @@
 # Each scenario gets a freshly started broker (pinned to core 0) and the load generator runs
 # pinned to core 1. Raw summary lines are saved to bench/results/ (git-ignored).
 #
+# The chat scenarios (chat_max, chat_rate) run Seed as the chat server (store-sqlite + auth-jwt
+# + chat, fsync on) under `seed-bench chat`; Seed only, compared in the table with Mosquitto's
+# plain QoS 1 `pairs` at the same pair count (pairs_max, pairs_rate; run for Mosquitto if not
+# selected). The chat plugin limits each user to 20 msg/s by default, which a benchmark pair
+# exceeds, so its config raises `rate_per_second` / `rate_burst` (CHAT_RATE_LIMIT) and otherwise
+# names exactly the default plugin set; CHAT_DEFAULT_CONFIG=1 runs `seed` with no --config.
+#
 # Environment knobs (defaults in parentheses; QUICK=1 shrinks everything to finish in < 1 min):
 #   SEED_BIN      path to the seed binary (target/release/seed, built here)
 #   BENCH_BIN     path to seed-bench (target/release/seed-bench, built here)
 #   PEERS_ONLY=1  benchmark only the peers (mosquitto), skip seed entirely
 #   SKIP_BUILD=1  don't run cargo build
 #   SCENARIOS     space-separated subset of: pairs_max pairs_rate fanout_q0 fanout_q1 idle offline
+#                 chat_max chat_rate
+#   CHAT_RATE_LIMIT (1000000 msg/s per user)  CHAT_DEFAULT_CONFIG (0)  CHAT_DURATION (= PAIRS_DURATION)
 #   PAIRS (16)  PAIRS_DURATION (10)  RATE (5000)  RATE_DURATION (10)
 #   FANOUT_GROUPS (10)  FANOUT_MEMBERS (50)  FANOUT_RATE (1000 published msg/s)  FANOUT_DURATION (10)
 #   IDLE_CONNECTIONS (10000)  OFFLINE_MESSAGES (20000)  PAYLOAD (64)  MQTT_VERSION (4)
@@ -41,7 +50,10 @@ OFFLINE_MESSAGES="${OFFLINE_MESSAGES:-$d_off}"
 PAYLOAD="${PAYLOAD:-64}"
 MQTT_VERSION="${MQTT_VERSION:-4}"
 MOSQ_NODELAY="${MOSQ_NODELAY:-1}"
-SCENARIOS="${SCENARIOS:-pairs_max pairs_rate fanout_q0 fanout_q1 idle offline}"
+CHAT_RATE_LIMIT="${CHAT_RATE_LIMIT:-1000000}"
+CHAT_DEFAULT_CONFIG="${CHAT_DEFAULT_CONFIG:-0}"
+CHAT_DURATION="${CHAT_DURATION:-$PAIRS_DURATION}"
+SCENARIOS="${SCENARIOS:-pairs_max pairs_rate fanout_q0 fanout_q1 idle offline chat_max chat_rate}"
 
 log() { printf '[compare] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -125,20 +137,41 @@ free_port() {
     die "no free port found"
 }
 
-start_broker() { # name -> sets BROKER_PID, PORT
+start_broker() { # name -> sets BROKER_PID, PORT (and HTTP_PORT for seed)
     local name=$1 data="$WORK/data-$1" conf
     rm -rf "$data"
     mkdir -p "$data"
     PORT=$(free_port)
     case "$name" in
         seed)
-            local ws http
+            local ws
             ws=$(free_port)
-            http=$(free_port)
+            HTTP_PORT=$(free_port)
             conf="$WORK/seed.toml"
             cp "$ROOT/deploy/plain-broker.toml" "$conf"
             "${PIN_BROKER[@]}" "$SEED_BIN" serve --mqtt "127.0.0.1:$PORT" --ws "127.0.0.1:$ws" \
-                --http "127.0.0.1:$http" --data "$data" --config "$conf" \
+                --http "127.0.0.1:$HTTP_PORT" --data "$data" --config "$conf" \
+                >>"$data/broker.log" 2>&1 &
+            ;;
+        seed-chat)
+            # The chat server: the default plugin set, fsync on (see the header).
+            local conf_args=()
+            HTTP_PORT=$(free_port)
+            if [[ "$CHAT_DEFAULT_CONFIG" != 1 ]]; then
+                conf="$WORK/seed-chat.toml"
+                {
+                    echo "[store]"
+                    echo "fsync = true"
+                    echo "[plugins.store-sqlite]"
+                    echo "[plugins.auth-jwt]"
+                    echo "[plugins.chat]"
+                    echo "rate_per_second = $CHAT_RATE_LIMIT.0"
+                    echo "rate_burst = $CHAT_RATE_LIMIT"
+                } >"$conf"
+                conf_args=(--config "$conf")
+            fi
+            "${PIN_BROKER[@]}" "$SEED_BIN" serve --mqtt "127.0.0.1:$PORT" --ws off \
+                --http "127.0.0.1:$HTTP_PORT" --data "$data" "${conf_args[@]}" \
                 >>"$data/broker.log" 2>&1 &
             ;;
         mosquitto)
@@ -196,6 +229,8 @@ scenario_args() {
         fanout_q1) echo fanout --qos 1 --groups "$FANOUT_GROUPS" --members "$FANOUT_MEMBERS" --rate "$FANOUT_RATE" --duration "$FANOUT_DURATION" "${common[@]}" ;;
         idle) echo idle --connections "$IDLE_CONNECTIONS" --broker-pid "$BROKER_PID" --mqtt-version "$MQTT_VERSION" ;;
         offline) echo offline --messages "$OFFLINE_MESSAGES" "${common[@]}" ;;
+        chat_max) echo chat --pairs "$PAIRS" --duration "$CHAT_DURATION" --http-port "$HTTP_PORT" "${common[@]}" ;;
+        chat_rate) echo chat --pairs "$PAIRS" --rate "$RATE" --duration "$CHAT_DURATION" --http-port "$HTTP_PORT" "${common[@]}" ;;
         *) die "unknown scenario $1" ;;
     esac
 }
@@ -209,14 +244,28 @@ scenario_metrics() {
         fanout_q1) echo msg_per_s p50_us p99_us lost duplicated ;;
         idle) echo bytes_per_conn errors ;;
         offline) echo msg_per_s lost duplicated ;;
+        chat_max) echo msg_per_s p50_us p99_us lost duplicated receipts wire_bytes_per_msg ;;
+        chat_rate) echo msg_per_s p50_us p99_us max_us lost duplicated receipts wire_bytes_per_msg ;;
+    esac
+}
+
+# The chat scenarios run on Seed's chat server and compare with Mosquitto's plain pairs.
+counterpart() {
+    case "$1" in
+        chat_max) echo pairs_max ;;
+        chat_rate) echo pairs_rate ;;
+        *) echo "$1" ;;
     esac
 }
 
 declare -A RES=()
 
 run_one() { # broker scenario
-    local broker=$1 sc=$2 line rc args
-    if ! start_broker "$broker"; then
+    local broker=$1 sc=$2 line rc args process=$1
+    if [[ "$broker" == seed && "$sc" == chat_* ]]; then
+        process=seed-chat
+    fi
+    if ! start_broker "$process"; then
         RES["$broker:$sc"]="FAILED"
         return
     fi
@@ -224,8 +273,9 @@ run_one() { # broker scenario
     args=($(scenario_args "$sc"))
     log "$broker: $sc (${args[*]})"
     set +e
+    echo "--- $broker $sc" >>"$ERRLOG"
     line=$(timeout 900 "${PIN_LOAD[@]}" "$BENCH_BIN" "${args[@]}" --host 127.0.0.1 --port "$PORT" \
-        --label "$broker" 2>>"$ERRLOG")
+        --label "$process" 2>>"$ERRLOG")
     rc=$?
     set -e
     stop_broker
@@ -252,7 +302,15 @@ field() { # line key
 
 for sc in $SCENARIOS; do
     for broker in "${BROKERS[@]}"; do
-        run_one "$broker" "$sc"
+        if [[ "$sc" == chat_* ]]; then
+            if [[ "$broker" == seed ]]; then
+                run_one seed "$sc"
+            elif [[ -z "${RES[$broker:$(counterpart "$sc")]:-}" ]]; then
+                run_one "$broker" "$(counterpart "$sc")"
+            fi
+        elif [[ -z "${RES[$broker:$sc]:-}" ]]; then
+            run_one "$broker" "$sc"
+        fi
     done
 done
 
@@ -262,15 +320,43 @@ echo "| scenario | metric | seed | mosquitto | ratio |"
 echo "|---|---|---:|---:|---:|"
 for sc in $SCENARIOS; do
     for m in $(scenario_metrics "$sc"); do
+        qsc=$(counterpart "$sc")
         s=$(field "${RES[seed:$sc]:-}" "$m")
-        q=$(field "${RES[mosquitto:$sc]:-}" "$m")
+        q=$(field "${RES[mosquitto:$qsc]:-}" "$m")
         [[ "${RES[seed:$sc]:-}" == FAILED ]] && s=FAILED
-        [[ "${RES[mosquitto:$sc]:-}" == FAILED ]] && q=FAILED
+        [[ "${RES[mosquitto:$qsc]:-}" == FAILED ]] && q=FAILED
         ratio=$(awk -v a="$s" -v b="$q" 'BEGIN {
             if (a ~ /^-?[0-9.]+$/ && b ~ /^-?[0-9.]+$/ && b + 0 != 0) printf "%.2f", a / b;
             else print "-" }')
-        echo "| $sc | $m | $s | $q | $ratio |"
+        label=$sc
+        [[ "$sc" != "$qsc" ]] && label="$sc (mosquitto: $qsc)"
+        echo "| $label | $m | $s | $q | $ratio |"
     done
 done
+echo
+
+# Targets for the chat server, checked against this run's figures.
+target() { # description value op bound
+    local verdict
+    verdict=$(awk -v a="$2" -v b="$4" -v op="$3" 'BEGIN {
+        if (a !~ /^-?[0-9.]+$/ || b !~ /^-?[0-9.]+$/) { print "n/a"; exit }
+        ok = (op == ">=") ? (a + 0 >= b + 0) : (a + 0 <= b + 0)
+        print ok ? "met" : "NOT met" }')
+    echo "- $1: $2 $3 $4: **$verdict**"
+}
+if [[ " $SCENARIOS " == *" chat_max "* ]]; then
+    target "chat_max msg_per_s >= mosquitto pairs_max msg_per_s" \
+        "$(field "${RES[seed:chat_max]:-}" msg_per_s)" ">=" \
+        "$(field "${RES[mosquitto:pairs_max]:-}" msg_per_s)"
+fi
+if [[ " $SCENARIOS " == *" chat_rate "* ]]; then
+    target "chat_rate p99_us at $RATE msg/s <= 2000" \
+        "$(field "${RES[seed:chat_rate]:-}" p99_us)" "<=" 2000
+fi
+if grep -q "^chat: hook" "$ERRLOG"; then
+    echo
+    echo "Seed hook time during the chat runs (from /metrics):"
+    grep -E "^--- seed chat_|^chat: hook" "$ERRLOG" | sed 's/^/    /'
+fi
 echo
 log "raw summaries: $RAW"

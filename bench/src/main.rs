@@ -1,9 +1,11 @@
 //! `seed-bench`: load generator for Seed and peer MQTT brokers (Mosquitto, rumqttd).
 //!
 //! This file holds the command line and dispatch; each scenario lives in `scenarios/`, the
-//! measurement and output code in `stats.rs`, and the rumqttc v4/v5 wrapper in `mqtt.rs`.
+//! measurement and output code in `stats.rs`, the rumqttc v4/v5 wrapper in `mqtt.rs`, and a
+//! minimal HTTP client for Seed's account API and `/metrics` in `http.rs`.
 //! Every run prints exactly one summary line (or JSON object with `--json`) on stdout.
 
+mod http;
 mod mqtt;
 mod procfs;
 mod scenarios;
@@ -25,6 +27,8 @@ enum Scenario {
     Idle,
     /// Persistent-session queue replay after reconnect.
     Offline,
+    /// Seed's chat protocol: N pairs of users, A sending direct messages to B (Seed only).
+    Chat,
 }
 
 /// MQTT broker benchmark (loopback only).
@@ -82,6 +86,12 @@ pub struct Args {
     /// MQTT protocol version: 4 (3.1.1) or 5.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(4..=5))]
     pub mqtt_version: u8,
+    /// Seed's HTTP port (chat: accounts and /metrics), on the same host.
+    #[arg(long)]
+    pub http_port: Option<u16>,
+    /// Concurrent register/login calls (chat; each costs the server an argon2 hash).
+    #[arg(long, default_value_t = 4)]
+    pub http_concurrency: usize,
     /// PID of the broker process, for RSS measurements (idle).
     #[arg(long)]
     pub broker_pid: Option<u32>,
@@ -166,6 +176,7 @@ fn run(args: &Args) -> Result<()> {
             Scenario::Fanout => scenarios::fanout::run(args).await,
             Scenario::Idle => scenarios::idle::run(args).await,
             Scenario::Offline => scenarios::offline::run(args).await,
+            Scenario::Chat => scenarios::chat::run(args).await,
         }
     })?;
     summary.label = args.label.clone();

@@ -33,6 +33,8 @@ pub struct ConnOpts {
     pub channel_cap: usize,
     /// TCP connect + CONNACK timeout in seconds.
     pub connect_timeout: u64,
+    /// MQTT user name and password, if the broker wants them.
+    pub credentials: Option<(String, String)>,
 }
 
 impl ConnOpts {
@@ -48,6 +50,7 @@ impl ConnOpts {
             inflight: 100,
             channel_cap: 10,
             connect_timeout: 10,
+            credentials: None,
         }
     }
 }
@@ -68,10 +71,19 @@ pub enum EventLoop {
 /// Normalised subset of events the scenarios care about.
 #[derive(Debug)]
 pub enum Ev {
-    ConnAck { session_present: bool },
-    Publish { payload: Bytes },
-    SubAck { ok: bool },
-    PubAck,
+    ConnAck {
+        session_present: bool,
+    },
+    Publish {
+        payload: Bytes,
+    },
+    SubAck {
+        ok: bool,
+    },
+    /// PUBACK / PUBCOMP; `ok` is false when an MQTT 5 broker refused the publish.
+    PubAck {
+        ok: bool,
+    },
     OutgoingDisconnect,
     Other,
 }
@@ -104,6 +116,9 @@ pub fn new_client(o: &ConnOpts) -> (Client, EventLoop) {
                 .set_clean_session(o.clean)
                 .set_inflight(o.inflight.max(1))
                 .set_max_packet_size(1 << 20, 1 << 20);
+            if let Some((user, pass)) = &o.credentials {
+                mo.set_credentials(user.clone(), pass.clone());
+            }
             let (c, mut el) = rumqttc::AsyncClient::new(mo, o.channel_cap);
             el.set_network_options(net);
             (Client::V4(c), EventLoop::V4(Box::new(el)))
@@ -115,6 +130,9 @@ pub fn new_client(o: &ConnOpts) -> (Client, EventLoop) {
                 .set_connection_timeout(o.connect_timeout)
                 .set_outgoing_inflight_upper_limit(o.inflight.max(1))
                 .set_max_packet_size(Some(1 << 20));
+            if let Some((user, pass)) = &o.credentials {
+                mo.set_credentials(user.clone(), pass.clone());
+            }
             if o.session_expiry.is_some() {
                 mo.set_session_expiry_interval(o.session_expiry);
             }
@@ -188,7 +206,7 @@ impl EventLoop {
                             .all(|c| matches!(c, rumqttc::SubscribeReasonCode::Success(_))),
                     },
                     Event::Incoming(Packet::PubAck(_)) | Event::Incoming(Packet::PubComp(_)) => {
-                        Ev::PubAck
+                        Ev::PubAck { ok: true }
                     }
                     Event::Outgoing(Outgoing::Disconnect) => Ev::OutgoingDisconnect,
                     _ => Ev::Other,
@@ -207,8 +225,12 @@ impl EventLoop {
                             .iter()
                             .all(|c| matches!(c, p5::SubscribeReasonCode::Success(_))),
                     },
-                    Event::Incoming(p5::Packet::PubAck(_))
-                    | Event::Incoming(p5::Packet::PubComp(_)) => Ev::PubAck,
+                    Event::Incoming(p5::Packet::PubAck(a)) => {
+                        Ev::PubAck { ok: a.reason == p5::PubAckReason::Success }
+                    }
+                    Event::Incoming(p5::Packet::PubComp(c)) => {
+                        Ev::PubAck { ok: c.reason == p5::PubCompReason::Success }
+                    }
                     Event::Incoming(p5::Packet::Disconnect(d)) => {
                         bail!("broker sent DISCONNECT: {:?}", d.reason_code)
                     }

@@ -69,6 +69,12 @@ impl Tracker {
             self.invalid += 1;
             return false;
         };
+        self.record_seq(seq, ts, now_ns)
+    }
+
+    /// Records message `seq` sent at `ts_ns` and received at `now_ns` (for payloads that
+    /// carry the two some other way). Returns true if it was a first delivery.
+    pub fn record_seq(&mut self, seq: u64, ts: u64, now_ns: u64) -> bool {
         if seq >= MAX_SEQ {
             self.invalid += 1;
             return false;
@@ -138,6 +144,10 @@ pub struct Summary {
     pub errors: Option<u64>,
     pub bytes_per_conn: Option<f64>,
     pub elapsed_s: Option<f64>,
+    /// Delivery receipts (second ticks) received by senders (chat).
+    pub receipts: Option<u64>,
+    /// Broker bytes on the wire, both directions, per delivered message (chat).
+    pub wire_bytes_per_msg: Option<f64>,
     /// Set when the run is incomplete in a way that must make the process exit non-zero
     /// (after the summary has still been printed).
     pub failure: Option<String>,
@@ -172,6 +182,8 @@ impl Summary {
             ("errors", Val::Int(self.errors)),
             ("bytes_per_conn", Val::Num(self.bytes_per_conn, 0)),
             ("elapsed_s", Val::Num(self.elapsed_s, 2)),
+            ("receipts", Val::Int(self.receipts)),
+            ("wire_bytes_per_msg", Val::Num(self.wire_bytes_per_msg, 1)),
         ]
     }
 

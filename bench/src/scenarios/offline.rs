@@ -51,7 +51,7 @@ pub async fn run(args: &Args) -> Result<Summary> {
         let deadline = Instant::now() + REPLAY_CAP;
         while acked2.load(Ordering::Relaxed) < total && Instant::now() < deadline {
             match tokio::time::timeout_at(deadline, pel.poll()).await {
-                Ok(Ok(Ev::PubAck)) => {
+                Ok(Ok(Ev::PubAck { .. })) => {
                     acked2.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok(Ok(_)) => {}

@@ -169,7 +169,7 @@ pub async fn run(args: &Args, layout: &Layout) -> Result<Summary> {
 }
 
 /// Share of `total` for publisher `i` of `n` (remainder spread over the first ones).
-fn split(total: u64, n: usize, i: usize) -> u64 {
+pub(super) fn split(total: u64, n: usize, i: usize) -> u64 {
     if total == u64::MAX {
         return u64::MAX;
     }
@@ -312,7 +312,7 @@ async fn paced_sender(
 
 /// Open-loop schedule: message k is due at start + k/rate and goes to publisher k mod G.
 /// Runs on a blocking thread so wake-ups are not limited by tokio's 1 ms timer wheel.
-fn pace(
+pub(super) fn pace(
     clock: Clock,
     start_ns: u64,
     duration_ns: u64,
