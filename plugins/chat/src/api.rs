@@ -130,24 +130,33 @@ async fn block(
     if user == me.user_id {
         return Err(ApiError::bad_request("invalid_user", "you cannot block yourself"));
     }
-    let exists = topics::valid_user_id(&user) && state.chat.store.user(&user).await?.is_some();
-    if !exists {
-        return Err(ApiError::not_found("user_not_found", format!("no user {user}")));
-    }
+    known_user(&state, &user).await?;
     state.chat.store.set_blocked(&me.user_id, &user, true).await?;
+    state.chat.directory.set_blocked(&me.user_id, &user, true);
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `DELETE /v1/blocks/{user}`: idempotent.
+/// 404 `user_not_found` unless `user` is a registered user.
+async fn known_user(state: &ApiState, user: &str) -> Result<(), ApiError> {
+    let chat = &state.chat;
+    let exists =
+        topics::valid_user_id(user) && chat.directory.user_exists(&*chat.store, user).await?;
+    if exists {
+        Ok(())
+    } else {
+        Err(ApiError::not_found("user_not_found", format!("no user {user}")))
+    }
+}
+
+/// `DELETE /v1/blocks/{user}`: idempotent for a known user.
 async fn unblock(
     State(state): State<ApiState>,
     Bearer(me): Bearer,
     Path(user): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    if !topics::valid_user_id(&user) {
-        return Err(ApiError::bad_request("invalid_user", "not a user id"));
-    }
+    known_user(&state, &user).await?;
     state.chat.store.set_blocked(&me.user_id, &user, false).await?;
+    state.chat.directory.set_blocked(&me.user_id, &user, false);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -21,6 +21,7 @@
 
 mod api;
 mod delivery;
+mod directory;
 mod envelope;
 pub mod ids;
 mod publish;
@@ -48,6 +49,7 @@ use seed_broker::toml;
 use seed_chat_core::{AccessTokens, ChatStore};
 
 use delivery::Inboxes;
+use directory::Directory;
 use ids::Snowflake;
 use rate::{RateLimiter, RateSettings};
 
@@ -135,6 +137,7 @@ pub(crate) struct Chat {
     rate: RateLimiter,
     broker: OnceLock<Weak<Broker>>,
     inboxes: Inboxes,
+    directory: Directory,
     ticks: AtomicU64,
 }
 
@@ -153,6 +156,7 @@ impl Chat {
             config: RwLock::new(config),
             ids,
             broker: OnceLock::new(),
+            directory: Directory::default(),
             inboxes: Inboxes::default(),
             ticks: AtomicU64::new(0),
         })
@@ -169,10 +173,10 @@ impl Chat {
 
     fn tick(self: &Arc<Self>) {
         let ticks = self.ticks.fetch_add(1, Relaxed) + 1;
-        if ticks % PRUNE_EVERY_TICKS == 0 {
+        if ticks.is_multiple_of(PRUNE_EVERY_TICKS) {
             self.rate.prune(std::time::Instant::now());
         }
-        if ticks % EXPIRY_EVERY_TICKS == 0 {
+        if ticks.is_multiple_of(EXPIRY_EVERY_TICKS) {
             let chat = self.clone();
             tokio::spawn(async move { chat.expire().await });
         }

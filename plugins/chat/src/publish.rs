@@ -119,12 +119,12 @@ async fn send(
     peer: &str,
     body: v1::Message,
 ) -> Outcome {
-    match chat.store.user(peer).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return deny(ReasonCode::TOPIC_NAME_INVALID),
+    match chat.directory.user_exists(&*chat.store, peer).await {
+        Ok(true) => {}
+        Ok(false) => return deny(ReasonCode::TOPIC_NAME_INVALID),
         Err(error) => return store_failed(&error),
     }
-    match chat.store.is_blocked(sender, peer).await {
+    match chat.directory.is_blocked(&*chat.store, sender, peer).await {
         Ok(false) => {}
         Ok(true) => return deny(ReasonCode::NOT_AUTHORIZED),
         Err(error) => return store_failed(&error),
@@ -190,9 +190,9 @@ async fn mark_read(
     if up_to == 0 || up_to > ids::ceiling(seed_chat_core::now_millis() + CLOCK_SKEW_MS) {
         return deny(ReasonCode::PAYLOAD_FORMAT_INVALID);
     }
-    match chat.store.user(peer).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return deny(ReasonCode::TOPIC_NAME_INVALID),
+    match chat.directory.user_exists(&*chat.store, peer).await {
+        Ok(true) => {}
+        Ok(false) => return deny(ReasonCode::TOPIC_NAME_INVALID),
         Err(error) => return store_failed(&error),
     }
     match receipts::read(chat, reader, device, peer, up_to).await {
@@ -207,7 +207,7 @@ async fn typing(chat: &Arc<Chat>, sender: &str, peer: &str, active: bool) -> Out
     if devices.is_empty() || peer == sender {
         return HANDLED;
     }
-    match chat.store.is_blocked(sender, peer).await {
+    match chat.directory.is_blocked(&*chat.store, sender, peer).await {
         Ok(false) => {}
         Ok(true) => return HANDLED,
         Err(error) => return store_failed(&error),

@@ -65,7 +65,7 @@ pub(crate) async fn read(
         return Ok(());
     }
     let mut entries = Vec::with_capacity(2);
-    if peer != reader && !chat.store.is_blocked(reader, peer).await? {
+    if peer != reader && !chat.directory.is_blocked(&*chat.store, reader, peer).await? {
         let receipt = envelope::receipt(Kind::Read, reader, up_to, "");
         entries.push(NewEntry { user_id: peer.to_owned(), envelope: receipt, skip_device: None });
     }

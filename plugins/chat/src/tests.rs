@@ -351,7 +351,7 @@ async fn history_pages_newest_first() {
             mime: "image/png".into(),
             size: 10,
             name: "a.png".into(),
-            thumbnail: vec![1, 2].into(),
+            thumbnail: vec![1, 2],
         }),
         reply_to: made[0],
         ..Default::default()

@@ -2,6 +2,7 @@
 //! MQTT clients (`rumqttc`) as devices `{user}:{device}`. Without auth-jwt the broker takes
 //! the CONNECT user name as the user, which is what auth-jwt would vouch for.
 
+#[allow(dead_code)]
 mod support;
 
 use std::net::SocketAddr;
@@ -88,8 +89,11 @@ impl Device {
 }
 
 fn message(text: &str, client_msg_id: &str) -> Vec<u8> {
-    let message =
-        v1::Message { text: text.into(), client_msg_id: client_msg_id.into(), ..Default::default() };
+    let message = v1::Message {
+        text: text.into(),
+        client_msg_id: client_msg_id.into(),
+        ..Default::default()
+    };
     v1::Outbound { body: Some(outbound::Body::Message(message)) }.encode_to_vec()
 }
 
@@ -156,7 +160,10 @@ async fn messages_receipts_and_replay() {
         let got = device.next().await;
         assert_eq!(got.seq, 2);
         let receipt = as_receipt(&got);
-        assert_eq!((receipt.kind, receipt.by.as_str(), receipt.up_to), (Kind::Delivered as i32, "bob", id));
+        assert_eq!(
+            (receipt.kind, receipt.by.as_str(), receipt.up_to),
+            (Kind::Delivered as i32, "bob", id)
+        );
     }
     eventually("bob's cursor", || store.cursor_of("bob", "phone") == 1).await;
 
@@ -169,7 +176,10 @@ async fn messages_receipts_and_replay() {
     for device in [&mut alice_phone, &mut alice_tablet] {
         let receipt = device.next().await;
         let receipt = as_receipt(&receipt);
-        assert_eq!((receipt.kind, receipt.by.as_str(), receipt.up_to), (Kind::Read as i32, "bob", id));
+        assert_eq!(
+            (receipt.kind, receipt.by.as_str(), receipt.up_to),
+            (Kind::Read as i32, "bob", id)
+        );
     }
     // bob's own READ copy is skipped on the phone that read; its cursor passes it.
     eventually("bob's cursor past his read copy", || store.cursor_of("bob", "phone") == 2).await;
