@@ -201,6 +201,7 @@ pub(super) async fn accept<T: Transport>(
             .maximum_packet_size
             .map_or(usize::MAX, |m| m as usize),
         pending_acks: Default::default(),
+        intercepts: Default::default(),
         will: connect.will.map(Box::new),
         closing: None,
     };

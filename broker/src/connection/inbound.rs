@@ -3,13 +3,16 @@
 
 use std::sync::Arc;
 
+use std::task::Poll;
+
 use super::outbound::PendingAck;
 use super::{Close, Connection};
+use super::{Intercept, Intercepted};
 use crate::codec::{
     Packet, Protocol, PubAck, Publish, QoS, ReasonCode, RetainHandling, SubAck, Subscribe,
     UnsubAck, Unsubscribe,
 };
-use crate::hooks::{Action, Decision, Event};
+use crate::hooks::{Action, ClientInfo, Decision, Event, Hooks};
 use crate::message::Message;
 use crate::metrics::DropReason;
 use crate::session::Ack;
@@ -82,12 +85,14 @@ impl<T: Transport> Connection<T> {
         let qos = publish.qos;
         let packet_id = publish.packet_id;
         if qos != QoS::AtMostOnce {
-            let unacked = self.pending_acks.len() + self.session.state.lock().incoming_qos2.len();
+            let unacked = self.pending_acks.len()
+                + self.intercepts.len()
+                + self.session.state.lock().incoming_qos2.len();
             if unacked >= usize::from(self.broker.config.receive_maximum) {
                 return Err(Close::Protocol(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED));
             }
         }
-        if qos == QoS::ExactlyOnce && self.session.state.lock().incoming_qos2.contains(&packet_id) {
+        if qos == QoS::ExactlyOnce && !self.session.state.lock().incoming_qos2.insert(packet_id) {
             // A resent QoS 2 publish we already have: acknowledge again, deliver once.
             self.queue_ack(PendingAck::ready(Packet::PubRec(PubAck::new(
                 packet_id,
@@ -98,17 +103,54 @@ impl<T: Transport> Connection<T> {
 
         let format_invalid = publish.properties.payload_format_indicator == Some(1)
             && std::str::from_utf8(&publish.payload).is_err();
-        let mut message = Message::from_publish(publish, Some(self.client.client_id.clone()));
-        let verdict = if format_invalid {
-            Decision::Deny(ReasonCode::PAYLOAD_FORMAT_INVALID)
+        let message = Message::from_publish(publish, Some(self.client.client_id.clone()));
+        let decided = if format_invalid {
+            (Decision::Deny(ReasonCode::PAYLOAD_FORMAT_INVALID), message)
         } else if self.broker.hooks.intercepts_publish() {
-            // Boxed: the hooks' state is large and rare, and would otherwise sit in every
-            // connection's memory for its lifetime.
-            Box::pin(self.intercept(&mut message)).await
+            let hooks = self.broker.hooks.clone();
+            let client = self.client.clone();
+            let mut run: Intercept = Box::pin(async move {
+                let mut message = message;
+                let verdict = intercept(&hooks, &client, &mut message).await;
+                (verdict, message)
+            });
+            // Started here, in arrival order, so what a hook does before its first wait (a
+            // store plugin queueing its write) happens in the order the publishes came.
+            let first = std::future::poll_fn(|cx| Poll::Ready(run.as_mut().poll(cx))).await;
+            match first {
+                Poll::Ready(decided) => decided,
+                Poll::Pending => {
+                    let pending = Intercepted { run, decided: None, qos, packet_id };
+                    self.intercepts.push_back(pending);
+                    return Ok(());
+                }
+            }
         } else {
-            Decision::Allow
+            (Decision::Allow, message)
         };
+        if self.intercepts.is_empty() {
+            self.finish_publish(decided.0, decided.1, qos, packet_id);
+        } else {
+            // Behind publishes whose hooks are still at work: it waits its turn.
+            let run: Intercept = Box::pin(std::future::pending());
+            let decided = Some(decided);
+            self.intercepts.push_back(Intercepted { run, decided, qos, packet_id });
+        }
+        Ok(())
+    }
 
+    /// Publishes whose hooks are done, from the front: routed and acknowledged in order.
+    pub(super) fn finish_intercepted(&mut self) {
+        while self.intercepts.front().is_some_and(|i| i.decided.is_some()) {
+            let Some(done) = self.intercepts.pop_front() else { break };
+            if let Some((verdict, message)) = done.decided {
+                self.finish_publish(verdict, message, done.qos, done.packet_id);
+            }
+        }
+    }
+
+    /// Acts on a publish's verdict: route it (or not) and queue its acknowledgement.
+    fn finish_publish(&mut self, verdict: Decision, message: Message, qos: QoS, packet_id: u16) {
         let durable = match verdict {
             Decision::Allow => self.broker.publish(Arc::new(message)),
             // The plugin stored and delivered it before answering.
@@ -124,38 +166,24 @@ impl<T: Transport> Connection<T> {
                     QoS::AtLeastOnce => self
                         .queue_ack(PendingAck::ready(Packet::PubAck(PubAck::new(packet_id, code)))),
                     QoS::ExactlyOnce => {
-                        if !code.is_error() {
-                            self.session.state.lock().incoming_qos2.insert(packet_id);
+                        if code.is_error() {
+                            // The flow ends with this PUBREC: no PUBREL will come.
+                            self.session.state.lock().incoming_qos2.remove(&packet_id);
                         }
                         self.queue_ack(PendingAck::ready(Packet::PubRec(PubAck::new(
                             packet_id, code,
                         ))))
                     }
                 }
-                return Ok(());
+                return;
             }
         };
         let ack = match qos {
-            QoS::AtMostOnce => return Ok(()),
+            QoS::AtMostOnce => return,
             QoS::AtLeastOnce => Packet::PubAck(PubAck::new(packet_id, ReasonCode::SUCCESS)),
-            QoS::ExactlyOnce => {
-                self.session.state.lock().incoming_qos2.insert(packet_id);
-                Packet::PubRec(PubAck::new(packet_id, ReasonCode::SUCCESS))
-            }
+            QoS::ExactlyOnce => Packet::PubRec(PubAck::new(packet_id, ReasonCode::SUCCESS)),
         };
         self.queue_ack(PendingAck::after(ack, durable));
-        Ok(())
-    }
-
-    /// The `authorize` and `on_publish` hooks for a publish.
-    async fn intercept(&self, message: &mut Message) -> Decision {
-        let action =
-            Action::Publish { topic: &message.topic, qos: message.qos, retain: message.retain };
-        let verdict = self.broker.hooks.authorize(&self.client, &action).await;
-        if verdict != Decision::Allow || !self.broker.hooks.has_on_publish() {
-            return verdict;
-        }
-        self.broker.hooks.on_publish(&self.client, message).await
     }
 
     fn on_pubrel(&mut self, ack: PubAck) {
@@ -304,4 +332,15 @@ impl<T: Transport> Connection<T> {
         self.write_packet(&Packet::UnsubAck(unsuback));
         Ok(())
     }
+}
+
+/// The `authorize` and `on_publish` hooks for a publish.
+async fn intercept(hooks: &Hooks, client: &ClientInfo, message: &mut Message) -> Decision {
+    let action =
+        Action::Publish { topic: &message.topic, qos: message.qos, retain: message.retain };
+    let verdict = hooks.authorize(client, &action).await;
+    if verdict != Decision::Allow || !hooks.has_on_publish() {
+        return verdict;
+    }
+    hooks.on_publish(client, message).await
 }

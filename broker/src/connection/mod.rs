@@ -13,8 +13,11 @@ mod inbound;
 mod outbound;
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -23,11 +26,41 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::broker::Broker;
-use crate::codec::{Disconnect, LastWill, Packet, Protocol, ReasonCode};
-use crate::hooks::{ClientInfo, Event};
+use crate::codec::{Disconnect, LastWill, Packet, Protocol, QoS, ReasonCode};
+use crate::hooks::{ClientInfo, Decision, Event};
+use crate::message::Message;
 use crate::session::SessionRef;
 use crate::transport::Transport;
 use outbound::PendingAck;
+
+/// A publish's hooks at work: they yield the verdict and the (possibly rewritten) message.
+type Intercept = Pin<Box<dyn Future<Output = (Decision, Message)> + Send>>;
+
+struct Intercepted {
+    run: Intercept,
+    decided: Option<(Decision, Message)>,
+    qos: QoS,
+    packet_id: u16,
+}
+
+/// Drives every publish's hooks; resolves when the oldest one has its verdict.
+async fn front_decided(intercepts: &mut VecDeque<Intercepted>) {
+    std::future::poll_fn(|cx| {
+        for intercepted in intercepts.iter_mut() {
+            if intercepted.decided.is_none()
+                && let Poll::Ready(decided) = intercepted.run.as_mut().poll(cx)
+            {
+                intercepted.decided = Some(decided);
+            }
+        }
+        if intercepts.front().is_some_and(|i| i.decided.is_some()) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
+}
 
 /// A write buffer grown past this by a burst is given back once flushed.
 const MAX_IDLE_BUFFER: usize = 64 * 1024;
@@ -92,6 +125,10 @@ struct Connection<T> {
     client_max_packet: usize,
     /// PUBACK/PUBREC owed to the client, in the order the publishes came in.
     pending_acks: VecDeque<PendingAck>,
+    /// Publishes whose hooks are still at work, in arrival order. They run concurrently (a
+    /// plugin waiting for its store does not stop this client's next publish) and are
+    /// finished — routed, acknowledged — strictly in order.
+    intercepts: VecDeque<Intercepted>,
     /// Boxed: a will is rare and its properties are large, and this struct lives as long
     /// as the connection.
     will: Option<Box<LastWill>>,
@@ -165,6 +202,9 @@ impl<T: Transport> Connection<T> {
                     if let Err(close) = self.acks_ready(result) {
                         return close;
                     }
+                }
+                () = front_decided(&mut self.intercepts), if !self.intercepts.is_empty() => {
+                    self.finish_intercepted();
                 }
                 () = self.wake.notified() => {
                     if let Err(close) = self.drain_outbox() {

@@ -1,5 +1,10 @@
 //! The chat's storage contract.
 //!
+//! Writes are applied in the order their futures are first polled: a backend queues a write
+//! on that first poll, before it waits. The broker starts each publish's hooks in arrival
+//! order, so a sender's messages are stored in the order they were sent even while several
+//! wait for their commits at once.
+//!
 //! Every write returns once it is durable (committed, and on disk when the backend is
 //! configured to fsync): the chat acknowledges a message to its sender only after
 //! [`ChatStore::append_message`] returns. Implementations are expected to batch concurrent
