@@ -17,7 +17,7 @@
 //! from the acknowledged cursor (a duplicate of an unacknowledged entry after a reconnect is
 //! ordinary QoS 1; clients dedupe by seq).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -28,13 +28,16 @@ use seed_broker::hooks::ClientInfo;
 use seed_broker::message::Message;
 use seed_broker::metrics::DropReason;
 use seed_broker::session::Delivered;
-use seed_chat_core::InboxEntry;
+use seed_chat_core::{InboxEntry, NewEntry};
 use seed_proto::topics;
 use tokio::sync::{mpsc, watch};
 
 use crate::Chat;
 use crate::envelope::{self, Acked};
 use crate::receipts;
+
+/// Newest entries kept in memory per user with a connected device.
+const RECENT: usize = 512;
 
 /// Entries a device may have unacknowledged at most.
 pub const WINDOW: u64 = 1000;
@@ -61,6 +64,8 @@ struct Device {
 struct UserInbox {
     /// The highest seq known to be in the inbox; appends bump it, pumps wait on it.
     last_seq: watch::Sender<u64>,
+    /// The newest entries, in seq order, so live delivery needs no store read.
+    recent: VecDeque<InboxEntry>,
     devices: HashMap<String, Device>,
 }
 
@@ -72,15 +77,43 @@ pub(crate) struct Inboxes {
 }
 
 impl Inboxes {
-    /// New entries up to `seq` are in `user`'s inbox: wakes their pumps.
-    pub fn wake(&self, user: &str, seq: u64) {
-        if let Some(inbox) = self.users.lock().get(user) {
-            inbox.last_seq.send_if_modified(|last| {
-                let moved = seq > *last;
-                *last = (*last).max(seq);
-                moved
-            });
+    /// An entry is stored in `user`'s inbox under `seq`: keeps it for the pumps (when the
+    /// user has any) and wakes them.
+    pub fn appended(&self, entry: NewEntry, seq: u64) {
+        let mut users = self.users.lock();
+        let Some(inbox) = users.get_mut(&entry.user_id) else { return };
+        let stored = InboxEntry {
+            seq,
+            envelope: entry.envelope,
+            skip_device: entry.skip_device,
+            created_at: 0,
+        };
+        let at = inbox.recent.partition_point(|e| e.seq < seq);
+        inbox.recent.insert(at, stored);
+        if inbox.recent.len() > RECENT {
+            inbox.recent.pop_front();
         }
+        inbox.last_seq.send_if_modified(|last| {
+            let moved = seq > *last;
+            *last = (*last).max(seq);
+            moved
+        });
+    }
+
+    /// Entries after `after` from memory, when memory holds every one of them up to the
+    /// newest appended (None: read the store).
+    fn recent(&self, user: &str, after: u64, limit: usize) -> Option<Vec<InboxEntry>> {
+        let users = self.users.lock();
+        let recent = &users.get(user)?.recent;
+        let start = recent.partition_point(|e| e.seq <= after);
+        let first = recent.get(start)?;
+        if first.seq != after + 1 {
+            return None;
+        }
+        let run: Vec<InboxEntry> = recent.range(start..).take(limit).cloned().collect();
+        // A gap means an entry whose wake-up has not come yet: the store has it.
+        let contiguous = run.windows(2).all(|w| w[1].seq == w[0].seq + 1);
+        contiguous.then_some(run)
     }
 
     /// The client ids of `user`'s devices that have a pump (connected and subscribed).
@@ -153,6 +186,7 @@ pub(crate) fn subscribed(chat: &Arc<Chat>, client: &Arc<ClientInfo>, filter: &st
         let mut users = chat.inboxes.users.lock();
         let inbox = users.entry(user.to_owned()).or_insert_with(|| UserInbox {
             last_seq: watch::Sender::new(0),
+            recent: VecDeque::new(),
             devices: HashMap::new(),
         });
         if let Some(running) = inbox.devices.get(device) {
@@ -234,6 +268,17 @@ impl Pump {
         let span = tracing::debug_span!("pump", client_id = %self.client_id);
         let _ = tracing::Instrument::instrument(self.work(), span).await;
         self.chat.inboxes.ended(&self.user, &self.device, self.pump);
+        // Acknowledgements that came in just before the device went are still recorded,
+        // so a clean disconnect never leaves its cursor behind what it acknowledged.
+        while let Ok(command) = self.commands.try_recv() {
+            if let Control::Acked(acked) = command {
+                self.acks.push(acked);
+            }
+        }
+        if !self.acks.is_empty() {
+            let acks = std::mem::take(&mut self.acks);
+            receipts::acknowledged(&self.chat, &self.user, &self.device, acks).await;
+        }
     }
 
     async fn work(&mut self) -> Result<(), Stop> {
@@ -258,7 +303,12 @@ impl Pump {
             let room = WINDOW.saturating_sub(self.sent.saturating_sub(self.acked));
             if !self.caught_up && !self.stalled && room > 0 {
                 let limit = (self.chat.config().replay_batch as u64).min(room) as usize;
-                match self.chat.store.inbox(&self.user, self.sent, limit).await {
+                let recent = self.chat.inboxes.recent(&self.user, self.sent, limit);
+                let read = match recent {
+                    Some(entries) => Ok(entries),
+                    None => self.chat.store.inbox(&self.user, self.sent, limit).await,
+                };
+                match read {
                     Ok(entries) => {
                         self.caught_up = entries.len() < limit;
                         self.send(entries).await?;

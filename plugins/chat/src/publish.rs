@@ -164,11 +164,11 @@ async fn send(
         body: stored.encode_to_vec().into(),
         entries,
     };
-    let users: Vec<String> = new.entries.iter().map(|e| e.user_id.clone()).collect();
+    let entries = new.entries.clone();
     match chat.store.append_message(new).await {
         Ok(Appended::New { seqs }) => {
-            for (user, seq) in users.iter().zip(seqs) {
-                chat.inboxes.wake(user, seq);
+            for (entry, seq) in entries.into_iter().zip(seqs) {
+                chat.inboxes.appended(entry, seq);
             }
             HANDLED
         }

@@ -87,8 +87,8 @@ async fn append(chat: &Arc<Chat>, entries: Vec<NewEntry>) {
     for attempt in 1..=ATTEMPTS {
         match chat.store.append_entries(entries.clone()).await {
             Ok(seqs) => {
-                for (entry, seq) in entries.iter().zip(seqs) {
-                    chat.inboxes.wake(&entry.user_id, seq);
+                for (entry, seq) in entries.into_iter().zip(seqs) {
+                    chat.inboxes.appended(entry, seq);
                 }
                 return;
             }
