@@ -26,6 +26,8 @@ pub struct SqliteChatStore {
     path: PathBuf,
     writes: mpsc::Sender<Job>,
     readers: Arc<Readers>,
+    /// Dropped with the store: tells the checkpoint thread to stop.
+    _checkpointer: mpsc::Sender<()>,
 }
 
 impl std::fmt::Debug for SqliteChatStore {
@@ -40,12 +42,23 @@ impl SqliteChatStore {
     /// without, a power cut may lose the last commits (a crash of the process does not).
     pub fn open(path: &Path, fsync: bool) -> Result<SqliteChatStore, StoreError> {
         let conn = schema::open_writer(path, fsync)?;
+        let checkpoints = schema::open_writer(path, fsync)?;
         let (writes, jobs) = mpsc::channel();
         thread::Builder::new()
             .name("seed-chat-store".into())
             .spawn(move || writer::run(conn, jobs))
             .map_err(|e| StoreError::Backend(format!("starting the writer: {e}")))?;
-        Ok(SqliteChatStore { path: path.into(), writes, readers: Readers::new(path.into()) })
+        let (alive, gone) = mpsc::channel::<()>();
+        thread::Builder::new()
+            .name("seed-chat-checkpoint".into())
+            .spawn(move || writer::checkpoints(checkpoints, gone))
+            .map_err(|e| StoreError::Backend(format!("starting the checkpointer: {e}")))?;
+        Ok(SqliteChatStore {
+            path: path.into(),
+            writes,
+            readers: Readers::new(path.into()),
+            _checkpointer: alive,
+        })
     }
 
     /// The database file.

@@ -13,7 +13,7 @@
 //! callers can never get the same one.
 
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use seed_chat_core::{Appended, NewEntry, NewMessage, RefreshToken, StoreError, now_millis};
@@ -57,38 +57,14 @@ pub struct Job {
     pub reply: oneshot::Sender<Result<Reply, StoreError>>,
 }
 
-/// How often, at most, an idle writer checkpoints the WAL into the database file.
-const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// How often the checkpoint thread copies the WAL back into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
 /// The writer's loop: runs until every sender is gone, then finishes what is queued.
-///
-/// Checkpoints (copying the WAL back into the database file, with its own fsync) happen
-/// here when nothing is queued, so they delay no waiting caller; under sustained load the
-/// schema's backstop (`wal_autocheckpoint`) bounds the WAL instead.
 pub fn run(mut conn: Connection, jobs: mpsc::Receiver<Job>) {
     let mut batch = Vec::new();
     let mut results = Vec::new();
-    let mut dirty = false;
-    let mut last_checkpoint = Instant::now();
-    loop {
-        let first = if dirty {
-            let wait = CHECKPOINT_EVERY.saturating_sub(last_checkpoint.elapsed());
-            match jobs.recv_timeout(wait) {
-                Ok(job) => job,
-                Err(RecvTimeoutError::Timeout) => {
-                    checkpoint(&conn);
-                    dirty = false;
-                    last_checkpoint = Instant::now();
-                    continue;
-                }
-                Err(RecvTimeoutError::Disconnected) => break,
-            }
-        } else {
-            match jobs.recv() {
-                Ok(job) => job,
-                Err(_) => break,
-            }
-        };
+    while let Ok(first) = jobs.recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
             match jobs.try_recv() {
@@ -97,11 +73,21 @@ pub fn run(mut conn: Connection, jobs: mpsc::Receiver<Job>) {
             }
         }
         commit_batch(&mut conn, &batch, &mut results);
-        dirty = true;
         for (job, result) in batch.drain(..).zip(results.drain(..)) {
             // The caller may have gone away (its future was dropped); the write stands.
             let _ = job.reply.send(result);
         }
+    }
+}
+
+/// The checkpoint thread: copies committed pages from the WAL into the database file a few
+/// times a second, on its own connection. In WAL mode that runs beside the writer instead of
+/// inside it, so no caller waits behind a checkpoint (done by the writer, one took 100+ ms
+/// and showed as the commit latency's tail). The writer's `wal_autocheckpoint` stays as a
+/// backstop should this thread fall behind. Stops when the store is dropped.
+pub fn checkpoints(conn: Connection, store_gone: mpsc::Receiver<()>) {
+    while let Err(RecvTimeoutError::Timeout) = store_gone.recv_timeout(CHECKPOINT_EVERY) {
+        checkpoint(&conn);
     }
 }
 
