@@ -19,9 +19,8 @@ fn keys() -> &'static (RandomState, RandomState) {
 /// A fresh idempotency key, 32 hex digits.
 pub fn client_msg_id() -> String {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let millis = now.as_millis() as u64 & 0xffff_ffff_ffff;
     let (a, b) = keys();
     let random = |k: &RandomState| k.hash_one((n, now.as_nanos(), std::process::id()));
