@@ -15,7 +15,7 @@
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Duration;
 
-use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use seed_chat_core::{Appended, NewEntry, NewMessage, RefreshToken, StoreError, now_millis};
 use tokio::sync::oneshot;
 
@@ -38,6 +38,22 @@ pub enum Write {
     SetCursor { user_id: String, device_id: String, seq: u64 },
     AdvanceWatermark { kind: seed_chat_core::Watermark, reader: String, chat: String, up_to: u64 },
     ExpireEntries { before: u64 },
+}
+
+impl Write {
+    /// Whether the write is a single SQL statement (which SQLite applies all or nothing).
+    fn is_one_statement(&self) -> bool {
+        matches!(
+            self,
+            Write::CreateUser { .. }
+                | Write::PutRefreshToken(_)
+                | Write::TakeRefreshToken(_)
+                | Write::SetBlocked { .. }
+                | Write::SetCursor { .. }
+                | Write::AdvanceWatermark { .. }
+                | Write::ExpireEntries { .. }
+        )
+    }
 }
 
 /// What a write call answers.
@@ -128,6 +144,11 @@ fn run_sql(conn: &Connection, sql: &str) -> Result<(), StoreError> {
 }
 
 fn apply_in_savepoint(conn: &Connection, write: &Write, now: u64) -> Result<Reply, StoreError> {
+    if write.is_one_statement() {
+        // A failing statement undoes itself: no savepoint needed (two statements saved on
+        // the most frequent writes, cursors and watermarks).
+        return apply(conn, write, now);
+    }
     run_sql(conn, "SAVEPOINT call")?;
     let result = apply(conn, write, now);
     if result.is_err() {
@@ -259,37 +280,40 @@ fn append_message(
     message: &NewMessage,
     now: u64,
 ) -> Result<Appended, StoreError> {
-    if let Some(key) = &message.client_msg_id {
-        let first = conn
-            .prepare_cached("SELECT id FROM messages WHERE sender = ?1 AND client_msg_id = ?2")
-            .and_then(|mut s| s.query_row(params![message.sender, key], |r| uint(r, 0)).optional())
-            .map_err(backend)?;
-        if let Some(id) = first {
-            return Ok(Appended::Duplicate { id });
-        }
-    }
     let id = i64::try_from(message.id)
         .map_err(|_| StoreError::Backend(format!("message id {} is above 2^63", message.id)))?;
-    conn.prepare_cached(
-        "INSERT INTO messages (id, chat, sender, client_msg_id, body, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            id,
-            message.chat,
-            message.sender,
-            message.client_msg_id,
-            &message.body[..],
-            int(now)
-        ])
-    })
-    .map_err(|e| match e.sqlite_error_code() {
-        Some(ErrorCode::ConstraintViolation) => {
-            StoreError::Conflict(format!("message id {}", message.id))
-        }
-        _ => backend(e),
-    })?;
+    // Insert first and look only on a conflict: the common case is one statement.
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO messages (id, chat, sender, client_msg_id, body, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                id,
+                message.chat,
+                message.sender,
+                message.client_msg_id,
+                &message.body[..],
+                int(now)
+            ])
+        })
+        .map_err(backend)?;
+    if inserted == 0 {
+        let first = match &message.client_msg_id {
+            Some(key) => conn
+                .prepare_cached("SELECT id FROM messages WHERE sender = ?1 AND client_msg_id = ?2")
+                .and_then(|mut s| {
+                    s.query_row(params![message.sender, key], |r| uint(r, 0)).optional()
+                })
+                .map_err(backend)?,
+            None => None,
+        };
+        return match first {
+            Some(id) => Ok(Appended::Duplicate { id }),
+            None => Err(StoreError::Conflict(format!("message id {}", message.id))),
+        };
+    }
     let seqs =
         message.entries.iter().map(|e| append_entry(conn, e, now)).collect::<Result<_, _>>()?;
     Ok(Appended::New { seqs })
