@@ -14,6 +14,7 @@
 mod api;
 mod auth;
 pub mod conformance;
+pub mod memory;
 mod store;
 
 pub use api::{ApiError, Bearer};
