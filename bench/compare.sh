@@ -106,7 +106,7 @@ else
     PIN_LOAD=()
 fi
 
-WORK=$(mktemp -d /tmp/seed-compare.XXXXXX)
+WORK=$(mktemp -d -t seed-compare.XXXXXX)
 BROKER_PID=""
 cleanup() {
     stop_broker
