@@ -17,6 +17,7 @@ use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 
 use crate::broker::Broker;
 use crate::connection;
+use crate::metrics::SocketGuard;
 use crate::transport::{ByteStream, WsTransport};
 
 /// How a listener's sockets are spoken to.
@@ -64,21 +65,23 @@ pub async fn run(listener: TcpListener, kind: Kind, broker: Arc<Broker>) {
         let _ = socket.set_nodelay(true);
         let broker = broker.clone();
         let kind = kind.clone();
-        let task = async move {
-            broker.metrics.sockets.fetch_add(1, Relaxed);
-            handle(socket, peer, kind, broker.clone()).await;
-            broker.metrics.sockets.fetch_sub(1, Relaxed);
-        };
-        tokio::spawn(task);
+        let guard = SocketGuard::new(&broker.metrics);
+        tokio::spawn(handle(socket, peer, kind, broker, guard));
     }
 }
 
-async fn handle(socket: TcpStream, peer: SocketAddr, kind: Kind, broker: Arc<Broker>) {
+async fn handle(
+    socket: TcpStream,
+    peer: SocketAddr,
+    kind: Kind,
+    broker: Arc<Broker>,
+    guard: SocketGuard,
+) {
     // TLS and WebSocket state is large: boxed, it costs memory only on those listeners.
     match kind {
-        Kind::Tcp => connection::serve(broker, socket, peer, "tcp").await,
-        Kind::Tls(acceptor) => Box::pin(serve_tls(socket, peer, acceptor, broker)).await,
-        Kind::WebSocket => Box::pin(serve_ws(socket, peer, broker)).await,
+        Kind::Tcp => connection::serve(broker, socket, peer, "tcp", guard).await,
+        Kind::Tls(acceptor) => Box::pin(serve_tls(socket, peer, acceptor, broker, guard)).await,
+        Kind::WebSocket => Box::pin(serve_ws(socket, peer, broker, guard)).await,
     }
 }
 
@@ -87,20 +90,21 @@ async fn serve_tls(
     peer: SocketAddr,
     acceptor: TlsAcceptor,
     broker: Arc<Broker>,
+    guard: SocketGuard,
 ) {
     let timeout = broker.config.handshake_timeout();
     match tokio::time::timeout(timeout, acceptor.accept(socket)).await {
-        Ok(Ok(tls)) => connection::serve(broker, ByteStream(tls), peer, "tls").await,
+        Ok(Ok(tls)) => connection::serve(broker, ByteStream(tls), peer, "tls", guard).await,
         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
     }
 }
 
-async fn serve_ws(socket: TcpStream, peer: SocketAddr, broker: Arc<Broker>) {
+async fn serve_ws(socket: TcpStream, peer: SocketAddr, broker: Arc<Broker>, guard: SocketGuard) {
     let timeout = broker.config.handshake_timeout();
     let upgrade = tokio_tungstenite::accept_hdr_async(socket, select_mqtt_subprotocol);
     match tokio::time::timeout(timeout, upgrade).await {
-        Ok(Ok(ws)) => connection::serve(broker, WsTransport(ws), peer, "ws").await,
+        Ok(Ok(ws)) => connection::serve(broker, WsTransport(ws), peer, "ws", guard).await,
         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "WebSocket handshake failed"),
         Err(_) => tracing::debug!(%peer, "WebSocket handshake timed out"),
     }

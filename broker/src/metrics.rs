@@ -80,6 +80,23 @@ pub struct Metrics {
     observer_drops: Mutex<Vec<(String, Arc<AtomicU64>)>>,
 }
 
+/// Counts an open socket for as long as it lives: made when the socket is accepted, dropped
+/// with the connection that ends up owning it.
+pub struct SocketGuard(Arc<Metrics>);
+
+impl SocketGuard {
+    pub fn new(metrics: &Arc<Metrics>) -> SocketGuard {
+        metrics.sockets.fetch_add(1, Relaxed);
+        SocketGuard(metrics.clone())
+    }
+}
+
+impl Drop for SocketGuard {
+    fn drop(&mut self) {
+        self.0.sockets.fetch_sub(1, Relaxed);
+    }
+}
+
 /// Calls, errors, timeouts and latency of one plugin's one hook.
 pub struct HookStats {
     plugin: String,

@@ -19,6 +19,7 @@ use crate::broker::Broker;
 use crate::codec::{self, ConnAck, Connect, DecodeError, Packet, Properties, Protocol, ReasonCode};
 use crate::hooks::{Action, ClientInfo, Credentials, Decision, Event};
 use crate::message::now_millis;
+use crate::metrics::SocketGuard;
 use crate::session::Link;
 use crate::topic;
 use crate::transport::Transport;
@@ -32,6 +33,7 @@ pub(super) async fn accept<T: Transport>(
     mut transport: T,
     peer: SocketAddr,
     listener: &'static str,
+    socket: SocketGuard,
 ) -> Option<Connection<T>> {
     let mut rbuf = BytesMut::with_capacity(4096);
     let max = broker.config.max_packet_size as usize;
@@ -204,6 +206,7 @@ pub(super) async fn accept<T: Transport>(
         intercepts: Default::default(),
         will: connect.will.map(Box::new),
         closing: None,
+        _socket: socket,
     };
     connection.write_packet(&Packet::ConnAck(connack));
 

@@ -29,6 +29,7 @@ use crate::broker::Broker;
 use crate::codec::{Disconnect, LastWill, Packet, Protocol, QoS, ReasonCode};
 use crate::hooks::{ClientInfo, Decision, Event};
 use crate::message::Message;
+use crate::metrics::SocketGuard;
 use crate::session::SessionRef;
 use crate::transport::Transport;
 use outbound::PendingAck;
@@ -87,17 +88,19 @@ pub async fn serve<T: Transport>(
     transport: T,
     peer: SocketAddr,
     listener: &'static str,
+    socket: SocketGuard,
 ) {
-    // Boxed so the handshake's large, short-lived state is freed once it is done; what stays
-    // in the task for an idle connection's lifetime is the run loop alone.
-    let accepted = Box::pin(connect::accept(broker, transport, peer, listener)).await;
+    // Boxed so the handshake's large, short-lived state is freed once it is done.
+    let accepted = Box::pin(connect::accept(broker, transport, peer, listener, socket)).await;
     if let Some(connection) = accepted {
         let span = tracing::info_span!(
             "client",
             client_id = %connection.client.client_id,
             user = connection.client.username.as_deref().unwrap_or("-"),
         );
-        connection.run().instrument(span).await;
+        // A task of its own: what stays for a connection's lifetime is its run loop alone,
+        // not the accept task's state around it.
+        tokio::spawn(connection.run().instrument(span));
     }
 }
 
@@ -134,6 +137,8 @@ struct Connection<T> {
     will: Option<Box<LastWill>>,
     /// A close command taken from the channel while draining it; acted on next turn.
     closing: Option<ReasonCode>,
+    /// Counts this connection's socket until the connection is dropped.
+    _socket: SocketGuard,
 }
 
 impl<T: Transport> Connection<T> {
