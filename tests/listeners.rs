@@ -228,6 +228,8 @@ async fn metrics_and_healthz() {
     assert!(metric(&body, "seed_connections_total") >= 1);
     assert!(metric(&body, "seed_subscriptions") >= 1);
     assert!(metric(&body, "seed_packets_received_total{type=\"connect\"}") >= 1);
+    // A CONNECT is at least 12 bytes (fixed header, protocol name and level, flags, keep-alive).
+    assert!(metric(&body, "seed_bytes_received_total{type=\"connect\"}") >= 12);
     assert!(metric(&body, "seed_packets_received_total{type=\"publish\"}") >= 1);
     assert!(metric(&body, "seed_packets_received_total{type=\"subscribe\"}") >= 1);
     assert!(metric(&body, "seed_packets_sent_total{type=\"connack\"}") >= 1);

@@ -40,7 +40,10 @@ pub(super) async fn accept<T: Transport>(
     let timeout = broker.config.handshake_timeout();
     let connect =
         match tokio::time::timeout(timeout, read_connect(&mut transport, &mut rbuf, max)).await {
-            Ok(Ok(Some(connect))) => connect,
+            Ok(Ok(Some((connect, size)))) => {
+                broker.metrics.packet_in(1, size);
+                connect
+            }
             Ok(Ok(None)) => {
                 transport.close().await;
                 return None;
@@ -61,7 +64,6 @@ pub(super) async fn accept<T: Transport>(
                 return None;
             }
         };
-    broker.metrics.packet_in(1, 0);
     let protocol = connect.protocol;
 
     if broker.metrics.connections.load(Relaxed) >= broker.config.max_connections as i64 {
@@ -241,15 +243,17 @@ pub(super) async fn accept<T: Transport>(
     Some(connection)
 }
 
-/// Reads until a whole first packet is in; it must be a CONNECT ([MQTT-3.1.0-1]).
+/// Reads until a whole first packet is in; it must be a CONNECT ([MQTT-3.1.0-1]). Returns it
+/// with its size in bytes.
 async fn read_connect<T: Transport>(
     transport: &mut T,
     rbuf: &mut BytesMut,
     max: usize,
-) -> Result<Option<Box<Connect>>, DecodeError> {
+) -> Result<Option<(Box<Connect>, usize)>, DecodeError> {
     loop {
+        let before = rbuf.len();
         match codec::decode(rbuf, Protocol::V3_1_1, max)? {
-            Some(Packet::Connect(connect)) => return Ok(Some(connect)),
+            Some(Packet::Connect(connect)) => return Ok(Some((connect, before - rbuf.len()))),
             Some(_) => {
                 return Err(DecodeError {
                     reason: ReasonCode::PROTOCOL_ERROR,
