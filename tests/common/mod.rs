@@ -356,6 +356,30 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String, String) {
 // first connection error ends the task (no automatic reconnect).
 // ---------------------------------------------------------------------------------------------
 
+/// The next event of a rumqttc event stream that `f` accepts (others are skipped), or None
+/// after `timeout`; panics if the connection fails or its event loop ends. Shared by the v4
+/// and v5 clients, whose event types differ.
+async fn next_event<E, T>(
+    events: &mut mpsc::UnboundedReceiver<Result<E, String>>,
+    timeout: Duration,
+    what: &str,
+    mut f: impl FnMut(&E) -> Option<T>,
+) -> Option<T> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Err(_) => return None,
+            Ok(None) => panic!("event loop ended while waiting for {what}"),
+            Ok(Some(Err(e))) => panic!("connection error while waiting for {what}: {e}"),
+            Ok(Some(Ok(event))) => {
+                if let Some(v) = f(&event) {
+                    return Some(v);
+                }
+            }
+        }
+    }
+}
+
 pub mod v4 {
     use super::*;
     pub use rumqttc::{
@@ -417,21 +441,9 @@ pub mod v4 {
             &mut self,
             timeout: Duration,
             what: &str,
-            mut f: impl FnMut(&Event) -> Option<T>,
+            f: impl FnMut(&Event) -> Option<T>,
         ) -> Option<T> {
-            let deadline = tokio::time::Instant::now() + timeout;
-            loop {
-                match tokio::time::timeout_at(deadline, self.events.recv()).await {
-                    Err(_) => return None,
-                    Ok(None) => panic!("event loop ended while waiting for {what}"),
-                    Ok(Some(Err(e))) => panic!("connection error while waiting for {what}: {e}"),
-                    Ok(Some(Ok(event))) => {
-                        if let Some(v) = f(&event) {
-                            return Some(v);
-                        }
-                    }
-                }
-            }
+            super::next_event(&mut self.events, timeout, what, f).await
         }
 
         pub async fn subscribe(&mut self, filter: &str, qos: QoS) -> Vec<SubscribeReasonCode> {
@@ -582,21 +594,9 @@ pub mod v5 {
             &mut self,
             timeout: Duration,
             what: &str,
-            mut f: impl FnMut(&Event) -> Option<T>,
+            f: impl FnMut(&Event) -> Option<T>,
         ) -> Option<T> {
-            let deadline = tokio::time::Instant::now() + timeout;
-            loop {
-                match tokio::time::timeout_at(deadline, self.events.recv()).await {
-                    Err(_) => return None,
-                    Ok(None) => panic!("event loop ended while waiting for {what}"),
-                    Ok(Some(Err(e))) => panic!("connection error while waiting for {what}: {e}"),
-                    Ok(Some(Ok(event))) => {
-                        if let Some(v) = f(&event) {
-                            return Some(v);
-                        }
-                    }
-                }
-            }
+            super::next_event(&mut self.events, timeout, what, f).await
         }
 
         pub async fn suback(&mut self) -> Vec<SubscribeReasonCode> {
