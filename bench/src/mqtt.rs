@@ -278,3 +278,22 @@ pub async fn disconnect_and_wait(client: &Client, el: &mut EventLoop, timeout: D
     })
     .await;
 }
+
+/// Waits for connection tasks that each return their index with a connected client; the
+/// clients in index order, or the first error (the other tasks are then aborted).
+pub async fn join_in_order(
+    mut set: tokio::task::JoinSet<Result<(usize, Client, EventLoop)>>,
+) -> Result<Vec<(usize, Client, EventLoop)>> {
+    let mut out = Vec::new();
+    while let Some(r) = set.join_next().await {
+        match r.context("connect task panicked")? {
+            Ok(c) => out.push(c),
+            Err(e) => {
+                set.abort_all();
+                return Err(e);
+            }
+        }
+    }
+    out.sort_by_key(|(i, ..)| *i);
+    Ok(out)
+}

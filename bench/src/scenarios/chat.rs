@@ -315,18 +315,7 @@ async fn connect_all(
             Ok::<_, anyhow::Error>((i, client, el))
         });
     }
-    let mut out = Vec::new();
-    while let Some(r) = set.join_next().await {
-        match r.context("connect task panicked")? {
-            Ok(c) => out.push(c),
-            Err(e) => {
-                set.abort_all();
-                return Err(e);
-            }
-        }
-    }
-    out.sort_by_key(|(i, ..)| *i);
-    Ok(out)
+    mqtt::join_in_order(set).await
 }
 
 /// Drives one connection until told to stop: a receiver records messages, a sender counts

@@ -198,18 +198,7 @@ async fn connect_all(
             Ok::<_, anyhow::Error>((g, client, el))
         });
     }
-    let mut out = Vec::new();
-    while let Some(r) = set.join_next().await {
-        match r.context("connect task panicked")? {
-            Ok(c) => out.push(c),
-            Err(e) => {
-                set.abort_all();
-                return Err(e);
-            }
-        }
-    }
-    out.sort_by_key(|(g, ..)| *g);
-    Ok(out)
+    mqtt::join_in_order(set).await
 }
 
 /// Subscriber task: records every PUBLISH until told to stop or the connection fails.
