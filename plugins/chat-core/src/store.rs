@@ -63,7 +63,8 @@ pub struct NewEntry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewMessage {
     /// Server-assigned, unique, time-sortable; below 2^63 (backends keep it in a signed
-    /// 64-bit integer, and a larger id is refused with [`StoreError::Backend`]).
+    /// 64-bit integer, and a larger id is refused with [`StoreError::Backend`]). An id
+    /// already stored in the same chat is refused with [`StoreError::Conflict`].
     pub id: u64,
     /// The conversation: `dm:{a}:{b}` with a < b, or `g:{group}`.
     pub chat: String,

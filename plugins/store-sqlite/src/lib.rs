@@ -15,6 +15,8 @@
 //! (`schema.rs`), and [`SqliteChatStore`] (`store.rs`) tying them to the trait. The contract
 //! itself is checked by `seed_chat_core::conformance`, which the tests here run.
 
+mod appends;
+mod chunk;
 mod reads;
 mod schema;
 mod store;

@@ -10,10 +10,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
+use rusqlite::Error::FromSqlConversionFailure;
+use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, params};
 use seed_chat_core::{InboxEntry, StoreError, StoredMessage, UserRecord, Watermark};
 
-use crate::{backend, int, schema, uint, watermark_kind};
+use crate::{backend, chunk, int, schema, uint, watermark_kind};
 
 /// How many idle read connections are kept.
 const IDLE_READERS: usize = 2;
@@ -105,19 +107,20 @@ pub fn inbox(
     after: u64,
     limit: usize,
 ) -> rusqlite::Result<Vec<InboxEntry>> {
-    conn.prepare_cached(
-        "SELECT seq, envelope, skip_device, created_at FROM inbox
-         WHERE user_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-    )?
-    .query_map(params![user_id, int(after), limit_of(limit)], |r| {
-        Ok(InboxEntry {
-            seq: uint(r, 0)?,
-            envelope: Bytes::from(r.get::<_, Vec<u8>>(1)?),
-            skip_device: r.get(2)?,
-            created_at: uint(r, 3)?,
-        })
-    })?
-    .collect()
+    let mut statement = conn.prepare_cached(
+        "SELECT first_seq, created_at, entries FROM inbox_chunks
+         WHERE user_id = ?1 AND last_seq > ?2 ORDER BY last_seq",
+    )?;
+    let mut rows = statement.query(params![user_id, int(after)])?;
+    let mut entries = Vec::new();
+    while entries.len() < limit
+        && let Some(row) = rows.next()?
+    {
+        let chunk = Bytes::from(row.get::<_, Vec<u8>>(2)?);
+        chunk::read(chunk, uint(row, 0)?, uint(row, 1)?, after, limit, &mut entries)
+            .map_err(|e| FromSqlConversionFailure(2, Type::Blob, Box::new(e)))?;
+    }
+    Ok(entries)
 }
 
 pub fn last_seq(conn: &Connection, user_id: &str) -> rusqlite::Result<u64> {

@@ -6,6 +6,7 @@
 //! borrow from an async caller.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, mpsc};
 use std::thread;
 
@@ -44,14 +45,16 @@ impl SqliteChatStore {
         let conn = schema::open_writer(path, fsync)?;
         let checkpoints = schema::open_writer(path, fsync)?;
         let (writes, jobs) = mpsc::channel();
+        let finish_checkpoint = Arc::new(AtomicBool::new(false));
+        let finish = finish_checkpoint.clone();
         thread::Builder::new()
             .name("seed-chat-store".into())
-            .spawn(move || writer::run(conn, jobs))
+            .spawn(move || writer::run(conn, jobs, &finish))
             .map_err(|e| StoreError::Backend(format!("starting the writer: {e}")))?;
         let (alive, gone) = mpsc::channel::<()>();
         thread::Builder::new()
             .name("seed-chat-checkpoint".into())
-            .spawn(move || writer::checkpoints(checkpoints, gone))
+            .spawn(move || writer::checkpoints(checkpoints, gone, &finish_checkpoint))
             .map_err(|e| StoreError::Backend(format!("starting the checkpointer: {e}")))?;
         Ok(SqliteChatStore {
             path: path.into(),

@@ -7,11 +7,14 @@
 //! thousands of messages a second. Answers go out only after the commit returns, so an
 //! answered write is durable.
 //!
-//! Each call runs inside its own SAVEPOINT: a call that fails is rolled back alone and gets
-//! its error, while the rest of its batch still commits. Seqs are assigned here, inside the
-//! transaction (`inbox_heads`), so a rolled-back call never burns a seq and concurrent
-//! callers can never get the same one.
+//! Appends (messages, inbox entries, cursors) are gathered while the batch is applied and
+//! written together at its end (`appends.rs`). A call that fails is undone alone and gets
+//! its error, while the rest of its batch still commits: appends change nothing until the
+//! end, the account writes are single statements, and the one write of several statements
+//! runs in a SAVEPOINT. Seqs are assigned here, inside the transaction, so a failed call
+//! never burns a seq and concurrent callers can never get the same one.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Duration;
 
@@ -19,6 +22,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use seed_chat_core::{Appended, NewEntry, NewMessage, RefreshToken, StoreError, now_millis};
 use tokio::sync::oneshot;
 
+use crate::appends::Appends;
 use crate::{backend, int, uint, watermark_kind};
 
 /// The most calls one transaction takes; more wait for the next one, so a burst cannot
@@ -41,18 +45,10 @@ pub enum Write {
 }
 
 impl Write {
-    /// Whether the write is a single SQL statement (which SQLite applies all or nothing).
-    fn is_one_statement(&self) -> bool {
-        matches!(
-            self,
-            Write::CreateUser { .. }
-                | Write::PutRefreshToken(_)
-                | Write::TakeRefreshToken(_)
-                | Write::SetBlocked { .. }
-                | Write::SetCursor { .. }
-                | Write::AdvanceWatermark { .. }
-                | Write::ExpireEntries { .. }
-        )
+    /// Whether the write changes the database with more than one statement (and so needs a
+    /// savepoint to be undone alone).
+    fn needs_savepoint(&self) -> bool {
+        matches!(self, Write::RevokeDevice { .. })
     }
 }
 
@@ -77,10 +73,14 @@ pub struct Job {
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
 /// The writer's loop: runs until every sender is gone, then finishes what is queued.
-pub fn run(mut conn: Connection, jobs: mpsc::Receiver<Job>) {
+/// `finish_checkpoint` is raised by the checkpoint thread when the writer outran it.
+pub fn run(mut conn: Connection, jobs: mpsc::Receiver<Job>, finish_checkpoint: &AtomicBool) {
     let mut batch = Vec::new();
     let mut results = Vec::new();
     while let Ok(first) = jobs.recv() {
+        if finish_checkpoint.swap(false, Ordering::Relaxed) {
+            checkpoint(&conn);
+        }
         batch.push(first);
         while batch.len() < MAX_BATCH {
             match jobs.try_recv() {
@@ -98,12 +98,22 @@ pub fn run(mut conn: Connection, jobs: mpsc::Receiver<Job>) {
 
 /// The checkpoint thread: copies committed pages from the WAL into the database file a few
 /// times a second, on its own connection. In WAL mode that runs beside the writer instead of
-/// inside it, so no caller waits behind a checkpoint (done by the writer, one took 100+ ms
-/// and showed as the commit latency's tail). The writer's `wal_autocheckpoint` stays as a
-/// backstop should this thread fall behind. Stops when the store is dropped.
-pub fn checkpoints(conn: Connection, store_gone: mpsc::Receiver<()>) {
+/// inside it, so no caller waits behind the bulk of a checkpoint (done by the writer, one
+/// took 100+ ms and showed as the commit latency's tail).
+///
+/// Under steady load this thread never catches up alone: the writer commits while it copies.
+/// Then SQLite never restarts the WAL from its beginning, the file grows with every commit,
+/// and growing a file makes each commit's fsync a journaled metadata update (~4 ms here,
+/// against ~0.1 ms to overwrite blocks the file already has). So when it falls short, it
+/// asks the writer to copy the few frames left between two batches; the next transaction
+/// then starts the WAL over, and commits overwrite it. Stops when the store is dropped.
+pub fn checkpoints(conn: Connection, store_gone: mpsc::Receiver<()>, finish: &AtomicBool) {
     while let Err(RecvTimeoutError::Timeout) = store_gone.recv_timeout(CHECKPOINT_EVERY) {
-        checkpoint(&conn);
+        if let Some((log, copied)) = checkpoint(&conn)
+            && copied < log
+        {
+            finish.store(true, Ordering::Relaxed);
+        }
     }
 }
 
@@ -118,10 +128,12 @@ fn commit_batch(
         return;
     }
     let now = now_millis();
+    let mut appends = Appends::default();
     for job in batch {
-        results.push(apply_in_savepoint(conn, &job.write, now));
+        results.push(apply_alone(conn, &job.write, now, &mut appends));
     }
-    if let Err(e) = run_sql(conn, "COMMIT") {
+    let committed = appends.write(conn, now).and_then(|()| run_sql(conn, "COMMIT"));
+    if let Err(e) = committed {
         tracing::error!(error = %e, calls = batch.len(), "chat store commit failed");
         // Nothing of the batch is kept: every call, even one that went well, fails.
         let _ = run_sql(conn, "ROLLBACK");
@@ -131,26 +143,31 @@ fn commit_batch(
     }
 }
 
-/// Copies committed pages from the WAL into the database file, without waiting for readers.
-fn checkpoint(conn: &Connection) {
-    let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
-    if let Err(e) = result {
-        tracing::warn!(error = %e, "chat store checkpoint failed");
-    }
+/// Copies committed pages from the WAL into the database file, without waiting for readers
+/// or the writer; returns the frames in the WAL and how many of them are now copied.
+fn checkpoint(conn: &Connection) -> Option<(i64, i64)> {
+    let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+    });
+    result.inspect_err(|e| tracing::warn!(error = %e, "chat store checkpoint failed")).ok()
 }
 
 fn run_sql(conn: &Connection, sql: &str) -> Result<(), StoreError> {
     conn.prepare_cached(sql).and_then(|mut s| s.execute([])).map(drop).map_err(backend)
 }
 
-fn apply_in_savepoint(conn: &Connection, write: &Write, now: u64) -> Result<Reply, StoreError> {
-    if write.is_one_statement() {
-        // A failing statement undoes itself: no savepoint needed (two statements saved on
-        // the most frequent writes, cursors and watermarks).
-        return apply(conn, write, now);
+/// Applies one call so that, should it fail, nothing of it stays in the transaction.
+fn apply_alone<'a>(
+    conn: &Connection,
+    write: &'a Write,
+    now: u64,
+    appends: &mut Appends<'a>,
+) -> Result<Reply, StoreError> {
+    if !write.needs_savepoint() {
+        return apply(conn, write, now, appends);
     }
     run_sql(conn, "SAVEPOINT call")?;
-    let result = apply(conn, write, now);
+    let result = apply(conn, write, now, appends);
     if result.is_err() {
         run_sql(conn, "ROLLBACK TO call")?;
     }
@@ -158,7 +175,12 @@ fn apply_in_savepoint(conn: &Connection, write: &Write, now: u64) -> Result<Repl
     result
 }
 
-fn apply(conn: &Connection, write: &Write, now: u64) -> Result<Reply, StoreError> {
+fn apply<'a>(
+    conn: &Connection,
+    write: &'a Write,
+    now: u64,
+    appends: &mut Appends<'a>,
+) -> Result<Reply, StoreError> {
     match write {
         Write::CreateUser { user_id, password_hash } => {
             let inserted = conn
@@ -233,20 +255,10 @@ fn apply(conn: &Connection, write: &Write, now: u64) -> Result<Reply, StoreError
                 .map_err(backend)?;
             Ok(Reply::Done)
         }
-        Write::AppendMessage(message) => append_message(conn, message, now).map(Reply::Appended),
-        Write::AppendEntries(entries) => {
-            let seqs =
-                entries.iter().map(|e| append_entry(conn, e, now)).collect::<Result<_, _>>()?;
-            Ok(Reply::Seqs(seqs))
-        }
+        Write::AppendMessage(message) => appends.message(conn, message).map(Reply::Appended),
+        Write::AppendEntries(entries) => appends.entries(conn, entries).map(Reply::Seqs),
         Write::SetCursor { user_id, device_id, seq } => {
-            conn.prepare_cached(
-                "INSERT INTO cursors (user_id, device_id, seq) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (user_id, device_id) DO UPDATE SET seq = excluded.seq
-                 WHERE excluded.seq > cursors.seq",
-            )
-            .and_then(|mut s| s.execute(params![user_id, device_id, int(*seq)]))
-            .map_err(backend)?;
+            appends.cursor(user_id, device_id, *seq);
             Ok(Reply::Done)
         }
         Write::AdvanceWatermark { kind, reader, chat, up_to } => {
@@ -267,81 +279,15 @@ fn apply(conn: &Connection, write: &Write, now: u64) -> Result<Reply, StoreError
         }
         Write::ExpireEntries { before } => {
             let deleted = conn
-                .prepare_cached("DELETE FROM inbox WHERE created_at < ?1")
-                .and_then(|mut s| s.execute([int(*before)]))
+                .prepare_cached(
+                    "DELETE FROM inbox_chunks WHERE created_at < ?1
+                     RETURNING last_seq - first_seq + 1",
+                )
+                .and_then(|mut s| {
+                    s.query_map([int(*before)], |r| uint(r, 0))?.sum::<rusqlite::Result<u64>>()
+                })
                 .map_err(backend)?;
-            Ok(Reply::Count(deleted as u64))
+            Ok(Reply::Count(deleted))
         }
     }
-}
-
-fn append_message(
-    conn: &Connection,
-    message: &NewMessage,
-    now: u64,
-) -> Result<Appended, StoreError> {
-    let id = i64::try_from(message.id)
-        .map_err(|_| StoreError::Backend(format!("message id {} is above 2^63", message.id)))?;
-    // Insert first and look only on a conflict: the common case is one statement.
-    let inserted = conn
-        .prepare_cached(
-            "INSERT INTO messages (id, chat, sender, client_msg_id, body, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
-        )
-        .and_then(|mut s| {
-            s.execute(params![
-                id,
-                message.chat,
-                message.sender,
-                message.client_msg_id,
-                &message.body[..],
-                int(now)
-            ])
-        })
-        .map_err(backend)?;
-    if inserted == 0 {
-        let first = match &message.client_msg_id {
-            Some(key) => conn
-                .prepare_cached("SELECT id FROM messages WHERE sender = ?1 AND client_msg_id = ?2")
-                .and_then(|mut s| {
-                    s.query_row(params![message.sender, key], |r| uint(r, 0)).optional()
-                })
-                .map_err(backend)?,
-            None => None,
-        };
-        return match first {
-            Some(id) => Ok(Appended::Duplicate { id }),
-            None => Err(StoreError::Conflict(format!("message id {}", message.id))),
-        };
-    }
-    let seqs =
-        message.entries.iter().map(|e| append_entry(conn, e, now)).collect::<Result<_, _>>()?;
-    Ok(Appended::New { seqs })
-}
-
-/// Takes the next seq of the entry's inbox and stores the entry under it.
-fn append_entry(conn: &Connection, entry: &NewEntry, now: u64) -> Result<u64, StoreError> {
-    let seq: u64 = conn
-        .prepare_cached(
-            "INSERT INTO inbox_heads (user_id, last_seq) VALUES (?1, 1)
-             ON CONFLICT (user_id) DO UPDATE SET last_seq = last_seq + 1
-             RETURNING last_seq",
-        )
-        .and_then(|mut s| s.query_row([&entry.user_id], |r| uint(r, 0)))
-        .map_err(backend)?;
-    conn.prepare_cached(
-        "INSERT INTO inbox (user_id, seq, envelope, skip_device, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            entry.user_id,
-            int(seq),
-            &entry.envelope[..],
-            entry.skip_device,
-            int(now)
-        ])
-    })
-    .map_err(backend)?;
-    Ok(seq)
 }
