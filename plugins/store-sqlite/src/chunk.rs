@@ -10,28 +10,17 @@
 //! u32 BE  envelope length | envelope | u32 BE  skip_device length + 1, or 0 for none | skip_device
 //! ```
 //!
-//! Fixed-width lengths keep the format writable from SQL (`unhex(printf('%08X', n))`), which
-//! the migration from one row per entry uses.
+//! (`frame.rs`), which the migration from one row per entry writes from SQL.
 
 use bytes::Bytes;
 use seed_chat_core::InboxEntry;
 
+use crate::frame::{self, Reader};
+
 /// Appends one entry's frame to a chunk being built.
 pub fn push(chunk: &mut Vec<u8>, envelope: &[u8], skip_device: Option<&str>) {
-    chunk.extend_from_slice(&frame_len(envelope.len()).to_be_bytes());
-    chunk.extend_from_slice(envelope);
-    match skip_device {
-        None => chunk.extend_from_slice(&0u32.to_be_bytes()),
-        Some(device) => {
-            chunk.extend_from_slice(&(frame_len(device.len()) + 1).to_be_bytes());
-            chunk.extend_from_slice(device.as_bytes());
-        }
-    }
-}
-
-/// Lengths are bounded far below 4 GiB by the broker's maximum packet size.
-fn frame_len(len: usize) -> u32 {
-    u32::try_from(len).unwrap_or(u32::MAX)
+    frame::put_bytes(chunk, envelope);
+    frame::put_optional(chunk, skip_device);
 }
 
 /// A chunk that does not parse (the file is damaged): the seq where it went wrong.
@@ -56,37 +45,17 @@ pub fn read(
     limit: usize,
     out: &mut Vec<InboxEntry>,
 ) -> Result<(), Damaged> {
-    let mut rest = chunk;
+    let mut reader = Reader::new(chunk);
     let mut seq = first_seq;
-    while !rest.is_empty() && out.len() < limit {
-        let envelope = take_framed(&mut rest).ok_or(Damaged(seq))?;
-        let skip_device = match take_u32(&mut rest).ok_or(Damaged(seq))? {
-            0 => None,
-            n => {
-                let bytes = take(&mut rest, n as usize - 1).ok_or(Damaged(seq))?;
-                Some(String::from_utf8(bytes.to_vec()).map_err(|_| Damaged(seq))?)
-            }
-        };
+    while !reader.is_empty() && out.len() < limit {
+        let envelope = reader.bytes().ok_or(Damaged(seq))?;
+        let skip_device = reader.optional().ok_or(Damaged(seq))?;
         if seq > after {
             out.push(InboxEntry { seq, envelope, skip_device, created_at });
         }
         seq += 1;
     }
     Ok(())
-}
-
-fn take_u32(rest: &mut Bytes) -> Option<u32> {
-    let bytes = take(rest, 4)?;
-    Some(u32::from_be_bytes(bytes[..].try_into().ok()?))
-}
-
-fn take_framed(rest: &mut Bytes) -> Option<Bytes> {
-    let len = take_u32(rest)?;
-    take(rest, len as usize)
-}
-
-fn take(rest: &mut Bytes, len: usize) -> Option<Bytes> {
-    (rest.len() >= len).then(|| rest.split_to(len))
 }
 
 #[cfg(test)]

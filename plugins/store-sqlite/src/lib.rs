@@ -17,9 +17,12 @@
 
 mod appends;
 mod chunk;
+mod frame;
+mod journal;
 mod reads;
 mod schema;
 mod store;
+mod unflushed;
 mod writer;
 
 #[cfg(test)]

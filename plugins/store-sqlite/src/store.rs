@@ -1,7 +1,8 @@
 //! [`SqliteChatStore`]: the [`ChatStore`] contract on one SQLite file.
 //!
 //! This file only routes calls: writes go to the writer thread (`writer.rs`) and wait for
-//! its answer, which comes after their group's commit; reads go to the read pool
+//! its answer, which comes after their group's commit; reads look at the appends still in
+//! memory (`unflushed.rs`) and, when those do not answer them, go to the read pool
 //! (`reads.rs`). Owned copies of the arguments cross to those threads, since neither may
 //! borrow from an async caller.
 
@@ -13,12 +14,13 @@ use std::thread;
 use async_trait::async_trait;
 use seed_chat_core::{
     Appended, ChatStore, InboxEntry, NewEntry, NewMessage, RefreshToken, StoreError, StoredMessage,
-    UserRecord, Watermark,
+    UserRecord, Watermark, now_millis,
 };
 use tokio::sync::oneshot;
 
 use crate::reads::{self, Readers};
 use crate::schema;
+use crate::unflushed::{self, Unflushed, Waiting};
 use crate::writer::{self, Job, Reply, Write};
 
 /// The embedded chat store. Cheap to share behind an `Arc`; dropping the last handle lets
@@ -27,6 +29,8 @@ pub struct SqliteChatStore {
     path: PathBuf,
     writes: mpsc::Sender<Job>,
     readers: Arc<Readers>,
+    /// Appends committed to the journal and not yet to their tables.
+    waiting: Arc<Waiting>,
     /// Dropped with the store: tells the checkpoint thread to stop.
     _checkpointer: mpsc::Sender<()>,
 }
@@ -44,12 +48,14 @@ impl SqliteChatStore {
     pub fn open(path: &Path, fsync: bool) -> Result<SqliteChatStore, StoreError> {
         let conn = schema::open_writer(path, fsync)?;
         let checkpoints = schema::open_writer(path, fsync)?;
+        let waiting = Arc::new(Waiting::new(Unflushed::recover(&conn, now_millis())?));
         let (writes, jobs) = mpsc::channel();
         let finish_checkpoint = Arc::new(AtomicBool::new(false));
         let finish = finish_checkpoint.clone();
+        let writer_waiting = waiting.clone();
         thread::Builder::new()
             .name("seed-chat-store".into())
-            .spawn(move || writer::run(conn, jobs, &finish))
+            .spawn(move || writer::run(conn, jobs, &writer_waiting, &finish))
             .map_err(|e| StoreError::Backend(format!("starting the writer: {e}")))?;
         let (alive, gone) = mpsc::channel::<()>();
         thread::Builder::new()
@@ -60,6 +66,7 @@ impl SqliteChatStore {
             path: path.into(),
             writes,
             readers: Readers::new(path.into()),
+            waiting,
             _checkpointer: alive,
         })
     }
@@ -175,16 +182,33 @@ impl ChatStore for SqliteChatStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
+        // Memory first: what it holds of an inbox is its newest entries, all of them.
+        let recent = unflushed::read(&self.waiting).inbox(user_id, after, limit);
+        if recent.first().is_some_and(|first| first.seq == after + 1) {
+            return Ok(recent);
+        }
         let user_id = user_id.to_owned();
-        self.readers.run(move |c| reads::inbox(c, &user_id, after, limit)).await
+        let mut entries =
+            self.readers.run(move |c| reads::inbox(c, &user_id, after, limit)).await?;
+        let stored_up_to = entries.last().map_or(after, |last| last.seq);
+        entries.extend(recent.into_iter().filter(|e| e.seq > stored_up_to));
+        entries.truncate(limit);
+        Ok(entries)
     }
 
     async fn last_seq(&self, user_id: &str) -> Result<u64, StoreError> {
+        if let Some(head) = unflushed::read(&self.waiting).head(user_id) {
+            return Ok(head);
+        }
         let user_id = user_id.to_owned();
         self.readers.run(move |c| reads::last_seq(c, &user_id)).await
     }
 
     async fn cursor(&self, user_id: &str, device_id: &str) -> Result<u64, StoreError> {
+        // A cursor only moves forward, so one in memory is ahead of the stored one.
+        if let Some(seq) = unflushed::read(&self.waiting).cursor(user_id, device_id) {
+            return Ok(seq);
+        }
         let (user_id, device_id) = (user_id.to_owned(), device_id.to_owned());
         self.readers.run(move |c| reads::cursor(c, &user_id, &device_id)).await
     }
@@ -203,8 +227,17 @@ impl ChatStore for SqliteChatStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
+        // Message ids are below 2^63, so that stands in for "no bound".
+        let bound = before.unwrap_or(1 << 63);
+        let recent = unflushed::read(&self.waiting).history(chat, bound, limit);
         let chat = chat.to_owned();
-        self.readers.run(move |c| reads::history(c, &chat, before, limit)).await
+        let mut messages =
+            self.readers.run(move |c| reads::history(c, &chat, before, limit)).await?;
+        messages.extend(recent);
+        messages.sort_unstable_by_key(|m| std::cmp::Reverse(m.id));
+        messages.dedup_by_key(|m| m.id);
+        messages.truncate(limit);
+        Ok(messages)
     }
 
     async fn advance_watermark(

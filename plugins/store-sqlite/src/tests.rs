@@ -180,3 +180,46 @@ fn config_defaults_and_refuses_unknown_keys() {
     let table: toml::Table = "fsnyc = false".parse().unwrap();
     assert!(Config::from_table(table).is_err(), "a misspelt key must be refused");
 }
+
+/// Appends are journaled first and written to their tables a second later: a reopen finds
+/// each exactly once, whether it was written out, still waiting, or half of each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journal_and_tables_agree_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, false);
+    store.append_message(message(1, "alice", "bob", Some("k1"))).await.unwrap();
+    store.set_cursor("bob", "phone", 1).await.unwrap();
+    // Past the wait: the next commit writes the first message out.
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    store.append_message(message(2, "alice", "bob", Some("k2"))).await.unwrap();
+    store.append_message(message(3, "carol", "bob", None)).await.unwrap();
+    let journal_rows = |store: &SqliteChatStore| {
+        let conn = rusqlite::Connection::open(store.path()).unwrap();
+        conn.query_row("SELECT COUNT(*) FROM journal", [], |r| r.get::<_, i64>(0)).unwrap()
+    };
+    assert!(journal_rows(&store) <= 2, "written-out rows must leave the journal");
+    drop(store);
+
+    for _ in 0..2 {
+        let store = open(&dir, false);
+        let seqs: Vec<u64> =
+            store.inbox("bob", 0, 100).await.unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, vec![1, 2, 3]);
+        assert_eq!(store.inbox("bob", 1, 1).await.unwrap()[0].seq, 2);
+        assert_eq!(store.last_seq("bob").await.unwrap(), 3);
+        assert_eq!(store.cursor("bob", "phone").await.unwrap(), 1);
+        let ids: Vec<u64> = store
+            .history(&dm_chat("alice", "bob"), None, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(ids, vec![2, 1]);
+        for (id, key) in [(1, "k1"), (2, "k2")] {
+            let again = store.append_message(message(9, "alice", "bob", Some(key))).await;
+            assert_eq!(again.unwrap(), Appended::Duplicate { id });
+        }
+        drop(store);
+    }
+}

@@ -1,0 +1,402 @@
+//! Appends that are durable in the journal (`journal.rs`) but not yet in their own tables.
+//!
+//! They wait here, grouped by where they will go — an inbox, a chat, a device's cursor —
+//! and each group is written out whole once its oldest item is [`MAX_AGE_MS`] old (or
+//! sooner when too many items wait), as part of a later transaction: an inbox's entries of
+//! a second become one chunk row, a chat's messages land on the same few pages. A journal
+//! row is deleted once none of its items wait any more.
+//!
+//! Reads see both: the readers (`reads.rs`) copy what waits here first and then read the
+//! tables, so an item written out meanwhile is found in the tables (and merged once). The
+//! writer thread is the only one that changes this state, after its transaction commits.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+use bytes::Bytes;
+use rusqlite::{Connection, params};
+use seed_chat_core::{InboxEntry, StoreError, StoredMessage};
+
+use crate::journal::{self, Item};
+use crate::{backend, chunk, int, reads};
+
+/// How long an item waits at most before its group is written out.
+const MAX_AGE_MS: u64 = 1_000;
+/// Items waiting beyond which the oldest groups are written out early.
+const MAX_ITEMS: usize = 100_000;
+/// Items one transaction writes out at most (unless told to write everything), so that
+/// catching up never stalls one batch for long; at least one group is always written.
+const MAX_FLUSH: usize = 4_096;
+
+/// The waiting appends, shared by the writer (the only one to change them) and the readers.
+pub type Waiting = std::sync::RwLock<Unflushed>;
+
+pub fn read(waiting: &Waiting) -> std::sync::RwLockReadGuard<'_, Unflushed> {
+    waiting.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+pub fn write(waiting: &Waiting) -> std::sync::RwLockWriteGuard<'_, Unflushed> {
+    waiting.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Where an item goes when it is written out.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Group {
+    Inbox(String),
+    Chat(String),
+    Cursor(String, String),
+}
+
+struct Entry {
+    seq: u64,
+    envelope: Bytes,
+    skip_device: Option<String>,
+    created_at: u64,
+    row: i64,
+}
+
+struct Message {
+    sender: String,
+    body: Bytes,
+    key: Option<String>,
+    row: i64,
+}
+
+struct Cursor {
+    seq: u64,
+    row: i64,
+}
+
+#[derive(Default)]
+pub struct Unflushed {
+    inboxes: HashMap<String, VecDeque<Entry>>,
+    chats: HashMap<String, BTreeMap<u64, Message>>,
+    /// (sender, client_msg_id) → message id, for the messages in `chats`.
+    keys: HashMap<(String, String), u64>,
+    cursors: HashMap<(String, String), Cursor>,
+    /// Every group with items, in the order it got its oldest one, with that item's time.
+    queue: VecDeque<(Group, u64)>,
+    /// Journal row → how many of its items wait here.
+    live: BTreeMap<i64, usize>,
+    /// The newest journal row added.
+    last_row: i64,
+    items: usize,
+}
+
+impl Unflushed {
+    /// The appends of journal row `row`, committed at `now` (unix ms).
+    pub fn add(&mut self, items: Vec<Item>, row: i64, now: u64) {
+        self.last_row = row;
+        for item in items {
+            match item {
+                Item::Entry { user, seq, envelope, skip_device, created_at } => {
+                    let inbox = match self.inboxes.get_mut(&user) {
+                        Some(inbox) => inbox,
+                        None => {
+                            self.queue.push_back((Group::Inbox(user.clone()), now));
+                            self.inboxes.entry(user).or_default()
+                        }
+                    };
+                    inbox.push_back(Entry { seq, envelope, skip_device, created_at, row });
+                }
+                Item::Message { chat, id, sender, body, key } => {
+                    let messages = match self.chats.get_mut(&chat) {
+                        Some(messages) => messages,
+                        None => {
+                            self.queue.push_back((Group::Chat(chat.clone()), now));
+                            self.chats.entry(chat).or_default()
+                        }
+                    };
+                    if let Some(key) = &key {
+                        self.keys.insert((sender.clone(), key.clone()), id);
+                    }
+                    if let Some(replaced) = messages.insert(id, Message { sender, body, key, row })
+                    {
+                        // Only a recovery reads the same message twice; keep the count right.
+                        self.items -= 1;
+                        release(&mut self.live, replaced.row);
+                    }
+                }
+                Item::Cursor { user, device, seq } => {
+                    match self.cursors.get_mut(&(user.clone(), device.clone())) {
+                        Some(cursor) if cursor.seq >= seq => continue,
+                        Some(cursor) => {
+                            release(&mut self.live, cursor.row);
+                            self.items -= 1;
+                            *cursor = Cursor { seq, row };
+                        }
+                        None => {
+                            self.queue
+                                .push_back((Group::Cursor(user.clone(), device.clone()), now));
+                            self.cursors.insert((user, device), Cursor { seq, row });
+                        }
+                    }
+                }
+            }
+            self.items += 1;
+            *self.live.entry(row).or_default() += 1;
+        }
+    }
+
+    /// Journal rows below this one hold nothing that waits here.
+    pub fn first_live_row(&self) -> i64 {
+        self.live.first_key_value().map_or(self.last_row + 1, |(&row, _)| row)
+    }
+
+    /// The groups to write out now (oldest first), leaving out those in `done`.
+    pub fn due(&self, now: u64, done: &[Group]) -> Vec<Group> {
+        let mut waiting = self.items;
+        let mut due = Vec::new();
+        let mut flushing = 0;
+        for (group, since) in &self.queue {
+            let old = since.saturating_add(MAX_AGE_MS) <= now;
+            if !(old || waiting > MAX_ITEMS) || (flushing >= MAX_FLUSH && !due.is_empty()) {
+                break;
+            }
+            if done.contains(group) {
+                continue;
+            }
+            let count = self.count(group);
+            waiting -= count;
+            flushing += count;
+            due.push(group.clone());
+        }
+        due
+    }
+
+    /// Every inbox group (expiry writes them all out before deleting old entries).
+    pub fn inbox_groups(&self) -> Vec<Group> {
+        self.inboxes.keys().map(|user| Group::Inbox(user.clone())).collect()
+    }
+
+    fn count(&self, group: &Group) -> usize {
+        match group {
+            Group::Inbox(user) => self.inboxes.get(user).map_or(0, VecDeque::len),
+            Group::Chat(chat) => self.chats.get(chat).map_or(0, BTreeMap::len),
+            Group::Cursor(..) => 1,
+        }
+    }
+
+    /// Writes `groups` to their tables, in the caller's transaction.
+    pub fn write(&self, conn: &Connection, groups: &[Group]) -> Result<(), StoreError> {
+        for group in groups {
+            match group {
+                Group::Inbox(user) => {
+                    if let Some(entries) = self.inboxes.get(user) {
+                        write_entries(conn, user, entries)?;
+                    }
+                }
+                Group::Chat(chat) => {
+                    if let Some(messages) = self.chats.get(chat) {
+                        write_messages(conn, chat, messages)?;
+                    }
+                }
+                Group::Cursor(user, device) => {
+                    if let Some(cursor) = self.cursors.get(&(user.clone(), device.clone())) {
+                        conn.prepare_cached(
+                            "INSERT INTO cursors (user_id, device_id, seq) VALUES (?1, ?2, ?3)
+                             ON CONFLICT (user_id, device_id) DO UPDATE SET seq = excluded.seq
+                             WHERE excluded.seq > cursors.seq",
+                        )
+                        .and_then(|mut s| s.execute(params![user, device, int(cursor.seq)]))
+                        .map_err(backend)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `groups` were written out and committed: they no longer wait here.
+    pub fn forget(&mut self, groups: &[Group]) {
+        if groups.is_empty() {
+            return;
+        }
+        let set: HashSet<&Group> = groups.iter().collect();
+        self.queue.retain(|(group, _)| !set.contains(group));
+        for group in groups {
+            let rows: Vec<i64> = match group {
+                Group::Inbox(user) => self
+                    .inboxes
+                    .remove(user)
+                    .map(|entries| entries.iter().map(|e| e.row).collect())
+                    .unwrap_or_default(),
+                Group::Chat(chat) => {
+                    let messages = self.chats.remove(chat).unwrap_or_default();
+                    for message in messages.values() {
+                        if let Some(key) = &message.key {
+                            self.keys.remove(&(message.sender.clone(), key.clone()));
+                        }
+                    }
+                    messages.values().map(|m| m.row).collect()
+                }
+                Group::Cursor(user, device) => self
+                    .cursors
+                    .remove(&(user.clone(), device.clone()))
+                    .map(|c| vec![c.row])
+                    .unwrap_or_default(),
+            };
+            self.items -= rows.len();
+            for row in rows {
+                release(&mut self.live, row);
+            }
+        }
+    }
+
+    /// The highest seq waiting for `user`'s inbox.
+    pub fn head(&self, user: &str) -> Option<u64> {
+        self.inboxes.get(user)?.back().map(|e| e.seq)
+    }
+
+    /// `user`'s waiting entries with seq > `after`, at most `limit`.
+    pub fn inbox(&self, user: &str, after: u64, limit: usize) -> Vec<InboxEntry> {
+        let Some(entries) = self.inboxes.get(user) else { return Vec::new() };
+        let start = entries.partition_point(|e| e.seq <= after);
+        let entries = entries.range(start..).take(limit);
+        entries
+            .map(|e| InboxEntry {
+                seq: e.seq,
+                envelope: e.envelope.clone(),
+                skip_device: e.skip_device.clone(),
+                created_at: e.created_at,
+            })
+            .collect()
+    }
+
+    pub fn cursor(&self, user: &str, device: &str) -> Option<u64> {
+        self.cursors.get(&(user.to_owned(), device.to_owned())).map(|c| c.seq)
+    }
+
+    /// The message a sender's idempotency key names, if it waits here.
+    pub fn key(&self, sender: &str, key: &str) -> Option<u64> {
+        self.keys.get(&(sender.to_owned(), key.to_owned())).copied()
+    }
+
+    pub fn has_message(&self, chat: &str, id: u64) -> bool {
+        self.chats.get(chat).is_some_and(|messages| messages.contains_key(&id))
+    }
+
+    /// A chat's waiting messages with id < `before`, newest first, at most `limit`.
+    pub fn history(&self, chat: &str, before: u64, limit: usize) -> Vec<StoredMessage> {
+        let Some(messages) = self.chats.get(chat) else { return Vec::new() };
+        let newest_first = messages.range(..before).rev().take(limit);
+        newest_first
+            .map(|(&id, m)| StoredMessage { id, sender: m.sender.clone(), body: m.body.clone() })
+            .collect()
+    }
+
+    /// Reads the journal back after a restart. Entries already written out (at or below
+    /// their inbox's stored head) are left out; the other items are idempotent.
+    pub fn recover(conn: &Connection, now: u64) -> Result<Unflushed, StoreError> {
+        let mut unflushed = Unflushed::default();
+        let mut heads: HashMap<String, u64> = HashMap::new();
+        let mut statement =
+            conn.prepare("SELECT id, items FROM journal ORDER BY id").map_err(backend)?;
+        let mut rows = statement.query([]).map_err(backend)?;
+        while let Some(row) = rows.next().map_err(backend)? {
+            let id: i64 = row.get(0).map_err(backend)?;
+            let blob = Bytes::from(row.get::<_, Vec<u8>>(1).map_err(backend)?);
+            let items = journal::decode(blob)
+                .map_err(|e| StoreError::Backend(format!("journal row {id}: {e}")))?;
+            let mut waiting = Vec::with_capacity(items.len());
+            for item in items {
+                if let Item::Entry { user, seq, .. } = &item {
+                    let head = match heads.get(user) {
+                        Some(&head) => head,
+                        None => {
+                            let head = reads::last_seq(conn, user).map_err(backend)?;
+                            *heads.entry(user.clone()).or_default() = head;
+                            head
+                        }
+                    };
+                    if *seq <= head {
+                        continue;
+                    }
+                }
+                waiting.push(item);
+            }
+            unflushed.add(waiting, id, now);
+        }
+        Ok(unflushed)
+    }
+}
+
+fn release(live: &mut BTreeMap<i64, usize>, row: i64) {
+    if let Some(count) = live.get_mut(&row) {
+        *count -= 1;
+        if *count == 0 {
+            live.remove(&row);
+        }
+    }
+}
+
+/// An inbox's waiting entries as chunk rows (one per run of consecutive seqs, which is all
+/// of them but after damage) and its new stored head.
+fn write_entries(
+    conn: &Connection,
+    user: &str,
+    entries: &VecDeque<Entry>,
+) -> Result<(), StoreError> {
+    let mut insert = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO inbox_chunks (user_id, last_seq, first_seq, created_at, entries)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .map_err(backend)?;
+    let mut run: Vec<&Entry> = Vec::new();
+    let mut flush_run = |run: &mut Vec<&Entry>| -> Result<(), StoreError> {
+        let (Some(first), Some(last)) = (run.first(), run.last()) else { return Ok(()) };
+        let mut blob = Vec::new();
+        for entry in run.iter() {
+            chunk::push(&mut blob, &entry.envelope, entry.skip_device.as_deref());
+        }
+        // A chunk expires when its newest entry does.
+        let created_at = run.iter().map(|e| e.created_at).max().unwrap_or_default();
+        insert
+            .execute(params![user, int(last.seq), int(first.seq), int(created_at), blob])
+            .map_err(backend)?;
+        run.clear();
+        Ok(())
+    };
+    for entry in entries {
+        if run.last().is_some_and(|last| last.seq + 1 != entry.seq) {
+            flush_run(&mut run)?;
+        }
+        run.push(entry);
+    }
+    flush_run(&mut run)?;
+    if let Some(last) = entries.back() {
+        conn.prepare_cached(
+            "INSERT INTO inbox_heads (user_id, last_seq) VALUES (?1, ?2)
+             ON CONFLICT (user_id) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)",
+        )
+        .and_then(|mut s| s.execute(params![user, int(last.seq)]))
+        .map_err(backend)?;
+    }
+    Ok(())
+}
+
+fn write_messages(
+    conn: &Connection,
+    chat: &str,
+    messages: &BTreeMap<u64, Message>,
+) -> Result<(), StoreError> {
+    let mut insert = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO messages (chat, id, sender, body) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .map_err(backend)?;
+    let mut key = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO sent_keys (sender, client_msg_id, id) VALUES (?1, ?2, ?3)",
+        )
+        .map_err(backend)?;
+    for (&id, message) in messages {
+        insert
+            .execute(params![chat, int(id), message.sender, &message.body[..]])
+            .map_err(backend)?;
+        if let Some(client_msg_id) = &message.key {
+            key.execute(params![message.sender, client_msg_id, int(id)]).map_err(backend)?;
+        }
+    }
+    Ok(())
+}
