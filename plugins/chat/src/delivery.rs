@@ -209,6 +209,7 @@ pub(crate) fn subscribed(chat: &Arc<Chat>, client: &Arc<ClientInfo>, filter: &st
         last_seq,
         sent: 0,
         acked: 0,
+        saved: 0,
         caught_up: false,
         stalled: false,
         acks: Vec::new(),
@@ -227,7 +228,7 @@ pub(crate) fn delivered(chat: &Arc<Chat>, client_id: &str, message: &Message) {
         // No pump (it stopped, or the broker resent a message of an old connection).
         let (chat, user, device) = (chat.clone(), user.to_owned(), device.to_owned());
         tokio::spawn(
-            async move { receipts::acknowledged(&chat, &user, &device, vec![acked]).await },
+            async move { receipts::acknowledged(&chat, &user, &device, 0, vec![acked]).await },
         );
     }
 }
@@ -242,8 +243,12 @@ struct Pump {
     last_seq: watch::Receiver<u64>,
     /// The highest seq handed to the broker (or passed over).
     sent: u64,
-    /// The highest seq the device acknowledged.
+    /// The highest seq the device acknowledged (or passed over: entries it sent itself).
     acked: u64,
+    /// The cursor last stored. Entries passed over move `acked` without a write of their
+    /// own: the next acknowledgement, or the pump's end, stores it (a crash in between only
+    /// makes a replay pass over them again).
+    saved: u64,
     /// The last read found nothing more.
     caught_up: bool,
     /// The broker's queue for the session was full: retry after a pause.
@@ -275,9 +280,9 @@ impl Pump {
                 self.acks.push(acked);
             }
         }
-        if !self.acks.is_empty() {
+        if !self.acks.is_empty() || self.acked > self.saved {
             let acks = std::mem::take(&mut self.acks);
-            receipts::acknowledged(&self.chat, &self.user, &self.device, acks).await;
+            receipts::acknowledged(&self.chat, &self.user, &self.device, self.acked, acks).await;
         }
     }
 
@@ -291,14 +296,16 @@ impl Pump {
                 }
             }
         };
-        (self.sent, self.acked) = (cursor, cursor);
+        (self.sent, self.acked, self.saved) = (cursor, cursor, cursor);
         loop {
             while let Ok(command) = self.commands.try_recv() {
                 self.apply(command)?;
             }
             if !self.acks.is_empty() {
                 let acks = std::mem::take(&mut self.acks);
-                receipts::acknowledged(&self.chat, &self.user, &self.device, acks).await;
+                receipts::acknowledged(&self.chat, &self.user, &self.device, self.acked, acks)
+                    .await;
+                self.saved = self.acked;
             }
             let room = WINDOW.saturating_sub(self.sent.saturating_sub(self.acked));
             if !self.caught_up && !self.stalled && room > 0 {
@@ -360,13 +367,11 @@ impl Pump {
     /// Hands entries to the broker in seq order.
     async fn send(&mut self, entries: Vec<InboxEntry>) -> Result<(), Stop> {
         let broker = self.chat.broker().ok_or(Stop)?;
-        let mut passed_over = None;
         for entry in entries {
             if entry.skip_device.as_deref() == Some(self.device.as_str()) {
                 // Not for this device; with nothing outstanding its cursor can pass it now.
                 if self.acked >= self.sent {
                     self.acked = entry.seq;
-                    passed_over = Some(entry.seq);
                 }
                 self.sent = entry.seq;
                 continue;
@@ -390,11 +395,6 @@ impl Pump {
                     self.sent = entry.seq;
                 }
             }
-        }
-        if let Some(seq) = passed_over
-            && let Err(error) = self.chat.store.set_cursor(&self.user, &self.device, seq).await
-        {
-            tracing::warn!(%error, "moving the cursor past skipped entries failed");
         }
         Ok(())
     }

@@ -19,10 +19,20 @@ use crate::envelope::{self, Acked};
 /// Attempts at storing a receipt whose watermark already moved.
 const ATTEMPTS: u32 = 5;
 
-/// A device acknowledged inbox entries: its cursor moves to the highest, and the senders of
-/// the messages among them get a DELIVERED receipt.
-pub(crate) async fn acknowledged(chat: &Arc<Chat>, user: &str, device: &str, acks: Vec<Acked>) {
-    let Some(highest) = acks.iter().map(|a| a.seq).max() else { return };
+/// A device acknowledged inbox entries: its cursor moves to the highest (or to `cursor`, when
+/// its pump passed over entries beyond), and the senders of the messages among them get a
+/// DELIVERED receipt.
+pub(crate) async fn acknowledged(
+    chat: &Arc<Chat>,
+    user: &str,
+    device: &str,
+    cursor: u64,
+    acks: Vec<Acked>,
+) {
+    let highest = acks.iter().map(|a| a.seq).max().unwrap_or_default().max(cursor);
+    if highest == 0 {
+        return;
+    }
     if let Err(error) = chat.store.set_cursor(user, device, highest).await {
         // Not lost for good: the next acknowledgement writes a cursor past this one.
         tracing::warn!(%error, user, device, "storing the cursor failed");
