@@ -135,13 +135,46 @@ const MIGRATIONS: &[&str] = &[
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
-/// WAL pages (4 KiB) after which a commit checkpoints even though the writer is busy.
-const WAL_BACKSTOP_PAGES: i64 = 16_384;
+/// WAL frames after which a commit checkpoints itself: only a backstop for the checkpoint
+/// thread (`writer.rs`), above the point where the WAL is made to start over.
+const WAL_BACKSTOP_PAGES: i64 = 24_576;
 
-/// How long a connection waits for a lock (a checkpoint, another process) before failing.
+/// Zeros written into the WAL file before first use when commits are fsynced (see
+/// [`preallocate_wal`]); the WAL is made to start over once half of it is used.
+pub const WAL_PREALLOCATED: u64 = 32 * 1024 * 1024;
+
+/// WAL frames after which the writer finishes a checkpoint so the WAL starts over.
+pub const WAL_RESTART_FRAMES: i64 = (WAL_PREALLOCATED / 2 / (PAGE_SIZE as u64 + 24)) as i64;
+
 const PAGE_SIZE: i64 = 2048;
 
+/// How long a connection waits for a lock (a checkpoint, another process) before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Gives the WAL file zeroed blocks to write its frames into. A commit whose frames land
+/// past the end of the file grows it, and its fsync then commits file-system metadata too:
+/// ~4 ms against ~0.1 ms for blocks the file already has, on this project's test machines.
+/// SQLite reads frames only up to the last valid one, so zeros past them are never read.
+/// Called while no transaction is open, so nothing writes to the WAL meanwhile.
+pub fn preallocate_wal(path: &Path) -> Result<(), StoreError> {
+    use std::io::Write as _;
+    let mut wal_path = path.as_os_str().to_owned();
+    wal_path.push("-wal");
+    let failed = |e: std::io::Error| StoreError::Backend(format!("preallocating the WAL: {e}"));
+    let mut file =
+        std::fs::OpenOptions::new().create(true).append(true).open(&wal_path).map_err(failed)?;
+    let mut size = file.metadata().map_err(failed)?.len();
+    if size >= WAL_PREALLOCATED {
+        return Ok(());
+    }
+    let zeros = vec![0u8; 1 << 20];
+    while size < WAL_PREALLOCATED {
+        let n = zeros.len().min((WAL_PREALLOCATED - size) as usize);
+        file.write_all(&zeros[..n]).map_err(failed)?;
+        size += n as u64;
+    }
+    file.sync_all().map_err(failed)
+}
 
 /// Opens (creating it if needed) the writer's connection and brings the schema up to date.
 pub fn open_writer(path: &Path, fsync: bool) -> Result<Connection, StoreError> {
@@ -162,8 +195,8 @@ pub fn open_writer(path: &Path, fsync: bool) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "synchronous", if fsync { "FULL" } else { "NORMAL" })
         .map_err(backend)?;
     conn.set_prepared_statement_cache_capacity(64);
-    // The writer checkpoints when it is idle (`writer.rs`); SQLite's own checkpoint, which
-    // stalls the commit that triggers it, is only a backstop for a writer never idle.
+    // Checkpoints run on their own thread (`writer.rs`); SQLite's own, which stalls the
+    // commit that triggers it, is only a backstop.
     conn.pragma_update(None, "wal_autocheckpoint", WAL_BACKSTOP_PAGES).map_err(backend)?;
     conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024).map_err(backend)?;
     // Inboxes and indexes are written all over; keeping their pages cached saves rereads.

@@ -49,6 +49,10 @@ impl SqliteChatStore {
         let conn = schema::open_writer(path, fsync)?;
         let checkpoints = schema::open_writer(path, fsync)?;
         let waiting = Arc::new(Waiting::new(Unflushed::recover(&conn, now_millis())?));
+        if fsync {
+            // No transaction is open yet: nothing writes to the WAL while it grows.
+            schema::preallocate_wal(path)?;
+        }
         let (writes, jobs) = mpsc::channel();
         let finish_checkpoint = Arc::new(AtomicBool::new(false));
         let finish = finish_checkpoint.clone();

@@ -23,9 +23,11 @@ use crate::{backend, chunk, int, reads};
 const MAX_AGE_MS: u64 = 1_000;
 /// Items waiting beyond which the oldest groups are written out early.
 const MAX_ITEMS: usize = 100_000;
-/// Items one transaction writes out at most (unless told to write everything), so that
-/// catching up never stalls one batch for long; at least one group is always written.
-const MAX_FLUSH: usize = 4_096;
+/// Items one transaction writes out at least, when that many are due: with twice what the
+/// transaction appends, writing out keeps pace, and groups that came due together are
+/// spread over several transactions instead of stalling one (at least one group is
+/// always written).
+const MIN_FLUSH: usize = 256;
 
 /// The waiting appends, shared by the writer (the only one to change them) and the readers.
 pub type Waiting = std::sync::RwLock<Unflushed>;
@@ -142,14 +144,16 @@ impl Unflushed {
         self.live.first_key_value().map_or(self.last_row + 1, |(&row, _)| row)
     }
 
-    /// The groups to write out now (oldest first), leaving out those in `done`.
-    pub fn due(&self, now: u64, done: &[Group]) -> Vec<Group> {
+    /// The groups to write out now (oldest first) in a transaction that appends `incoming`
+    /// items, leaving out those in `done`.
+    pub fn due(&self, now: u64, incoming: usize, done: &[Group]) -> Vec<Group> {
+        let budget = MIN_FLUSH.max(2 * incoming);
         let mut waiting = self.items;
         let mut due = Vec::new();
         let mut flushing = 0;
         for (group, since) in &self.queue {
             let old = since.saturating_add(MAX_AGE_MS) <= now;
-            if !(old || waiting > MAX_ITEMS) || (flushing >= MAX_FLUSH && !due.is_empty()) {
+            if !(old || waiting > MAX_ITEMS) || (flushing >= budget && !due.is_empty()) {
                 break;
             }
             if done.contains(group) {

@@ -26,7 +26,7 @@ use tokio::sync::oneshot;
 
 use crate::appends::Appends;
 use crate::unflushed::{self, Unflushed, Waiting};
-use crate::{backend, int, journal, uint, watermark_kind};
+use crate::{backend, int, journal, schema, uint, watermark_kind};
 
 /// The most calls one transaction takes; more wait for the next one, so a burst cannot
 /// hold every answer back behind one huge commit.
@@ -113,13 +113,14 @@ pub fn run(
 /// every frame copied, and under steady load the writer has always committed more by then.
 /// Without restarts the file grows with every commit, and growing a file makes each
 /// commit's fsync a journaled metadata update (~4 ms here, against ~0.1 ms to overwrite
-/// blocks the file already has). So after each round this thread asks the writer to copy
-/// the few frames committed meanwhile, between two batches; its next transaction then
-/// starts the WAL over, and commits overwrite it. (`seed-bench chat` at 5,000 msg/s: p50
-/// from 7.4 to 0.8 ms.) Stops when the store is dropped.
+/// blocks the file already has; `schema::preallocate_wal`). So once half the preallocated
+/// WAL is used, this thread asks the writer to copy the few frames committed meanwhile,
+/// between two batches; its next transaction then starts the WAL over. That stalls the
+/// writer for a database fsync, every few seconds at most. (`seed-bench chat` at 5,000
+/// msg/s: p50 from 7.4 to 0.8 ms.) Stops when the store is dropped.
 pub fn checkpoints(conn: Connection, store_gone: mpsc::Receiver<()>, finish: &AtomicBool) {
     while let Err(RecvTimeoutError::Timeout) = store_gone.recv_timeout(CHECKPOINT_EVERY) {
-        if checkpoint(&conn).is_some_and(|(log, _)| log > 0) {
+        if checkpoint(&conn).is_some_and(|(log, _)| log > schema::WAL_RESTART_FRAMES) {
             finish.store(true, Ordering::Relaxed);
         }
     }
@@ -144,7 +145,7 @@ fn commit_batch(
         results.push(apply_alone(conn, &job.write, now, &unflushed, &mut appends));
     }
     let (items, mut written) = appends.into_items();
-    let due = unflushed.due(now, &written);
+    let due = unflushed.due(now, items.len(), &written);
     let finish = || -> Result<Option<i64>, StoreError> {
         unflushed.write(conn, &due)?;
         conn.prepare_cached("DELETE FROM journal WHERE id < ?1")
