@@ -32,7 +32,7 @@ const CURSOR: u8 = 3;
 
 /// A journal row's bytes.
 pub fn encode(items: &[Item]) -> Vec<u8> {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(items.iter().map(encoded_len).sum());
     for item in items {
         match item {
             Item::Entry { user, seq, envelope, skip_device, created_at } => {
@@ -60,6 +60,20 @@ pub fn encode(items: &[Item]) -> Vec<u8> {
         }
     }
     out
+}
+
+/// The bytes [`encode`] writes for `item`.
+fn encoded_len(item: &Item) -> usize {
+    let optional = |text: &Option<String>| 4 + text.as_ref().map_or(0, String::len);
+    1 + match item {
+        Item::Entry { user, envelope, skip_device, .. } => {
+            4 + user.len() + 8 + 4 + envelope.len() + optional(skip_device) + 8
+        }
+        Item::Message { chat, sender, body, key, .. } => {
+            4 + chat.len() + 8 + 4 + sender.len() + 4 + body.len() + optional(key)
+        }
+        Item::Cursor { user, device, .. } => 4 + user.len() + 4 + device.len() + 8,
+    }
 }
 
 /// A journal row that does not parse: the file is damaged.
@@ -130,7 +144,9 @@ mod tests {
             },
             Item::Cursor { user: "bob".into(), device: "laptop".into(), seq: 3 },
         ];
-        let row = Bytes::from(encode(&items));
+        let row = encode(&items);
+        assert_eq!(row.len(), items.iter().map(encoded_len).sum::<usize>());
+        let row = Bytes::from(row);
         assert_eq!(decode(row.clone()).unwrap(), items);
         // A cut row is damaged, unless it is cut between items: then it is those items.
         for cut in 1..row.len() {
