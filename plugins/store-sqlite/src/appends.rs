@@ -103,10 +103,27 @@ impl Appends {
         Ok(seqs)
     }
 
-    /// `ChatStore::set_cursor`, in this transaction (the highest seq wins).
-    pub fn cursor(&mut self, user_id: &str, device_id: &str, seq: u64) {
-        let cursor = self.cursors.entry((user_id.to_owned(), device_id.to_owned())).or_default();
-        *cursor = (*cursor).max(seq);
+    /// `ChatStore::set_cursor`, in this transaction: only a seq beyond the cursor moves it.
+    pub fn cursor(
+        &mut self,
+        conn: &Connection,
+        waiting: &Unflushed,
+        user_id: &str,
+        device_id: &str,
+        seq: u64,
+    ) -> Result<(), StoreError> {
+        let key = (user_id.to_owned(), device_id.to_owned());
+        let current = match self.cursors.get(&key) {
+            Some(&batch) => batch,
+            None => match waiting.cursor(user_id, device_id) {
+                Some(waiting) => waiting,
+                None => reads::cursor(conn, user_id, device_id).map_err(backend)?,
+            },
+        };
+        if seq > current {
+            self.cursors.insert(key, seq);
+        }
+        Ok(())
     }
 
     fn first_with_key(

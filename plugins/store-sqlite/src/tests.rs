@@ -223,3 +223,18 @@ async fn journal_and_tables_agree_across_reopen() {
         drop(store);
     }
 }
+
+/// A cursor written out to its table still refuses to move back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_never_moves_back_across_a_write_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, false);
+    store.set_cursor("bob", "phone", 5).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    // This commit writes the cursor out; the next one must still compare against it.
+    store.set_cursor("bob", "laptop", 1).await.unwrap();
+    store.set_cursor("bob", "phone", 3).await.unwrap();
+    assert_eq!(store.cursor("bob", "phone").await.unwrap(), 5);
+    store.set_cursor("bob", "phone", 6).await.unwrap();
+    assert_eq!(store.cursor("bob", "phone").await.unwrap(), 6);
+}

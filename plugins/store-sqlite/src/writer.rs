@@ -305,8 +305,7 @@ fn apply(
             appends.entries(conn, waiting, entries, now).map(Reply::Seqs)
         }
         Write::SetCursor { user_id, device_id, seq } => {
-            appends.cursor(user_id, device_id, *seq);
-            Ok(Reply::Done)
+            appends.cursor(conn, waiting, user_id, device_id, *seq).map(|()| Reply::Done)
         }
         Write::AdvanceWatermark { kind, reader, chat, up_to } => {
             if *up_to == 0 {
