@@ -12,8 +12,11 @@
 //!
 //! Shaped like the broker's own store: one writer thread with group commit (`writer.rs`),
 //! concurrent readers on read-only connections (`reads.rs`), a versioned schema
-//! (`schema.rs`), and [`SqliteChatStore`] (`store.rs`) tying them to the trait. The contract
-//! itself is checked by `seed_chat_core::conformance`, which the tests here run.
+//! (`schema.rs`), and [`SqliteChatStore`] (`store.rs`) tying them to the trait. Appends are
+//! committed as one journal row per transaction (`appends.rs`, `journal.rs`) and wait in
+//! memory (`unflushed.rs`) until they are written to their tables grouped, an inbox's
+//! entries as chunks (`chunk.rs`); `frame.rs` is the byte format of those blobs. The
+//! contract itself is checked by `seed_chat_core::conformance`, which the tests here run.
 
 mod appends;
 mod chunk;
