@@ -156,7 +156,13 @@ impl<T: Transport> Connection<T> {
             // The plugin stored and delivered it before answering.
             Decision::Handled => None,
             Decision::Deny(code) => {
-                tracing::info!(topic = %message.topic, reason = %code, "publish refused");
+                tracing::info!(
+                    client_id = %self.client.client_id,
+                    user = self.client.user(),
+                    topic = %message.topic,
+                    reason = %code,
+                    "publish refused"
+                );
                 self.broker.metrics.dropped(DropReason::Denied);
                 // 3.x has no negative acknowledgement: the message is acknowledged and
                 // dropped, as Mosquitto does; 5.0 clients get the reason code.
@@ -258,7 +264,13 @@ impl<T: Transport> Connection<T> {
             }
             let action = Action::Subscribe { filter: inner, qos: request.options.qos };
             if let Decision::Deny(code) = self.broker.hooks.authorize(&self.client, &action).await {
-                tracing::info!(filter = %request.filter, reason = %code, "subscribe refused");
+                tracing::info!(
+                    client_id = %self.client.client_id,
+                    user = self.client.user(),
+                    filter = %request.filter,
+                    reason = %code,
+                    "subscribe refused"
+                );
                 reasons.push(if v5 { code } else { ReasonCode(0x80) });
                 continue;
             }

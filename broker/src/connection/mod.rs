@@ -93,14 +93,21 @@ pub async fn serve<T: Transport>(
     // Boxed so the handshake's large, short-lived state is freed once it is done.
     let accepted = Box::pin(connect::accept(broker, transport, peer, listener, socket)).await;
     if let Some(connection) = accepted {
-        let span = tracing::info_span!(
+        // A span costs a few hundred bytes per connection in the log subscriber, so it
+        // exists only when debug lines are wanted; the connection's lines at info and
+        // above name the client themselves.
+        let span = tracing::debug_span!(
             "client",
             client_id = %connection.client.client_id,
-            user = connection.client.username.as_deref().unwrap_or("-"),
+            user = connection.client.user(),
         );
         // A task of its own: what stays for a connection's lifetime is its run loop alone,
         // not the accept task's state around it.
-        tokio::spawn(connection.run().instrument(span));
+        if span.is_disabled() {
+            tokio::spawn(connection.run());
+        } else {
+            tokio::spawn(connection.run().instrument(span));
+        }
     }
 }
 
@@ -258,7 +265,13 @@ impl<T: Transport> Connection<T> {
                 Ok(Some(packet)) => packet,
                 Ok(None) => return Ok(()),
                 Err(e) => {
-                    tracing::info!(reason = %e.reason, detail = e.detail, "bad packet");
+                    tracing::info!(
+                        client_id = %self.client.client_id,
+                        user = self.client.user(),
+                        reason = %e.reason,
+                        detail = e.detail,
+                        "bad packet"
+                    );
                     return Err(Close::Protocol(e.reason));
                 }
             };

@@ -90,7 +90,13 @@ impl<T: Transport> Connection<T> {
             }
             Err(e) => {
                 self.wbuf.truncate(before);
-                tracing::error!(error = %e, kind = packet.kind(), "cannot encode packet");
+                tracing::error!(
+                    client_id = %self.client.client_id,
+                    user = self.client.user(),
+                    error = %e,
+                    kind = packet.kind(),
+                    "cannot encode packet"
+                );
             }
         }
     }
@@ -120,7 +126,12 @@ impl<T: Transport> Connection<T> {
             let Some(ack) = self.pending_acks.pop_front() else { break };
             let mut packet = ack.packet;
             if let Err(e) = outcome {
-                tracing::error!(error = %e, "publish not stored");
+                tracing::error!(
+                    client_id = %self.client.client_id,
+                    user = self.client.user(),
+                    error = %e,
+                    "publish not stored"
+                );
                 if !self.protocol.is_v5() {
                     // 3.x cannot say "not stored": close, and the client sends it again.
                     return Err(Close::Gone);
