@@ -13,9 +13,11 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 
+use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::oneshot;
 
 use crate::codec::{QoS, ReasonCode, SubscriptionOptions};
 use crate::message::Message;
@@ -64,6 +66,31 @@ pub struct OutPublish {
     pub sub_ids: Vec<u32>,
 }
 
+/// How a session wakes its connection task: a flag and the task's waker. Unlike a `Notify`,
+/// it needs no waiter node inside the waiting future, and an idle connection is mostly
+/// waiting.
+#[derive(Default)]
+pub struct Wakeup {
+    waker: AtomicWaker,
+    rung: AtomicBool,
+}
+
+impl Wakeup {
+    /// Wakes the connection, or has its next poll return at once: one stored ring, like
+    /// `Notify::notify_one`.
+    pub fn ring(&self) {
+        self.rung.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Ready once rung since the last time it was ready.
+    pub fn poll(&self, cx: &mut Context<'_>) -> Poll<()> {
+        // Registered before the check, so a ring in between is not lost.
+        self.waker.register(cx.waker());
+        if self.rung.swap(false, Ordering::AcqRel) { Poll::Ready(()) } else { Poll::Pending }
+    }
+}
+
 /// A connected client's end of the session: deliveries wait in `outbox` until the
 /// connection task, woken through `wake`, takes them all at once.
 ///
@@ -80,7 +107,7 @@ pub struct Link {
     pub capacity: usize,
     /// Set to make the connection close, telling a 5.0 client why (session taken over).
     pub closing: Option<ReasonCode>,
-    pub wake: Arc<Notify>,
+    pub wake: Arc<Wakeup>,
     /// Resolves when the connection task has finished (its sender is dropped).
     pub finished: Option<oneshot::Receiver<()>>,
 }
@@ -92,8 +119,8 @@ impl Link {
         id: u64,
         window: usize,
         capacity: usize,
-    ) -> (Link, Arc<Notify>, oneshot::Sender<()>) {
-        let wake = Arc::new(Notify::new());
+    ) -> (Link, Arc<Wakeup>, oneshot::Sender<()>) {
+        let wake = Arc::new(Wakeup::default());
         let (done, finished) = oneshot::channel();
         let link = Link {
             id,
@@ -113,7 +140,7 @@ impl Link {
         }
         if self.outbox.is_empty() {
             // One stored permit is enough: the connection takes the whole outbox per wake.
-            self.wake.notify_one();
+            self.wake.ring();
         }
         self.outbox.push_back(out);
         true
@@ -122,7 +149,7 @@ impl Link {
     /// Asks the connection to close.
     pub fn close(&mut self, code: ReasonCode) {
         self.closing = Some(code);
-        self.wake.notify_one();
+        self.wake.ring();
     }
 }
 

@@ -262,7 +262,7 @@ async fn read_connect<T: Transport>(
             }
             None => {}
         }
-        match transport.read_into(rbuf).await {
+        match std::future::poll_fn(|cx| transport.poll_read_into(cx, rbuf)).await {
             Ok(0) | Err(_) => return Ok(None),
             Ok(_) => {}
         }

@@ -63,22 +63,13 @@ impl PendingAck {
         PendingAck { packet, wait }
     }
 
-    pub(super) fn is_waiting(&self) -> bool {
-        self.wait.is_some()
+    /// The commit this acknowledgement waits for, if any.
+    pub(super) fn wait_mut(&mut self) -> Option<&mut Durable> {
+        self.wait.as_mut()
     }
 }
 
 type CommitResult = Result<(), StoreError>;
-
-/// Resolves when the first pending acknowledgement's commit is done.
-pub(super) async fn first_ack(
-    pending: &mut std::collections::VecDeque<PendingAck>,
-) -> CommitResult {
-    match pending.front_mut().and_then(|p| p.wait.as_mut()) {
-        Some(wait) => wait.await.unwrap_or(Err(StoreError::Closed)),
-        None => Ok(()),
-    }
-}
 
 impl<T: Transport> Connection<T> {
     pub(super) fn write_packet(&mut self, packet: &Packet) {
