@@ -29,7 +29,10 @@ pub trait Transport: Send + 'static {
         buf: &mut BytesMut,
     ) -> Poll<io::Result<usize>>;
 
-    fn write_all(&mut self, data: &[u8]) -> impl Future<Output = io::Result<()>> + Send;
+    fn write_all<'a>(
+        &'a mut self,
+        data: &'a [u8],
+    ) -> impl Future<Output = io::Result<()>> + Send + 'a;
 
     /// Closes our side politely (TLS close_notify, WebSocket close frame).
     fn close(&mut self) -> impl Future<Output = ()> + Send;
@@ -60,8 +63,13 @@ impl Transport for TcpStream {
         }
     }
 
-    async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
-        AsyncWriteExt::write_all(self, data).await
+    fn write_all<'a>(
+        &'a mut self,
+        data: &'a [u8],
+    ) -> impl Future<Output = io::Result<()>> + Send + 'a {
+        // The future itself, not an `async fn` around it: it sits in every connection's
+        // state, and a wrapper would add its own copy of the arguments.
+        AsyncWriteExt::write_all(self, data)
     }
 
     async fn close(&mut self) {
@@ -92,7 +100,7 @@ where
         pin!(self.0.read_buf(buf)).poll(cx)
     }
 
-    async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+    async fn write_all<'a>(&'a mut self, data: &'a [u8]) -> io::Result<()> {
         self.0.write_all(data).await
     }
 
@@ -140,7 +148,7 @@ where
         }
     }
 
-    async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+    async fn write_all<'a>(&'a mut self, data: &'a [u8]) -> io::Result<()> {
         self.0.send(WsMessage::Binary(Bytes::copy_from_slice(data))).await.map_err(io::Error::other)
     }
 

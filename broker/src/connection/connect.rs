@@ -14,7 +14,6 @@ use bytes::BytesMut;
 use tokio::time::Instant;
 
 use super::Connection;
-use super::outbound::OutAliases;
 use crate::broker::Broker;
 use crate::codec::{self, ConnAck, Connect, DecodeError, Packet, Properties, Protocol, ReasonCode};
 use crate::hooks::{Action, ClientInfo, Credentials, Decision, Event};
@@ -194,16 +193,13 @@ pub(super) async fn accept<T: Transport>(
         wbuf: BytesMut::new(),
         keep_alive: (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
         last_read: Instant::now(),
-        aliases: Default::default(),
-        out_aliases: OutAliases::new(if protocol.is_v5() {
+        aliases: None,
+        out_alias_max: if protocol.is_v5() {
             connect.properties.topic_alias_maximum.unwrap_or(0)
         } else {
             0
-        }),
-        client_max_packet: connect
-            .properties
-            .maximum_packet_size
-            .map_or(usize::MAX, |m| m as usize),
+        },
+        client_max_packet: connect.properties.maximum_packet_size.unwrap_or(u32::MAX),
         pending_acks: Default::default(),
         intercepts: Default::default(),
         will: connect.will.map(Box::new),

@@ -68,12 +68,13 @@ impl<T: Transport> Connection<T> {
                 return Err(Close::Protocol(ReasonCode::TOPIC_ALIAS_INVALID));
             }
             if publish.topic.is_empty() {
-                match self.aliases.get(&alias) {
+                match self.aliases.as_ref().and_then(|a| a.incoming.get(&alias)) {
                     Some(topic) => publish.topic.clone_from(topic),
                     None => return Err(Close::Protocol(ReasonCode::PROTOCOL_ERROR)),
                 }
             } else {
-                self.aliases.insert(alias, publish.topic.clone());
+                let aliases = self.aliases.get_or_insert_default();
+                aliases.incoming.insert(alias, publish.topic.clone());
             }
         }
         if !topic::valid_topic_name(&publish.topic) {

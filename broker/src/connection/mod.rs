@@ -78,6 +78,14 @@ enum Woken {
     KeepAlive,
 }
 
+/// A 5.0 client's topic aliases, both ways. Boxed in the connection: most clients never
+/// use them, and two maps would nearly double a waiting connection's size.
+#[derive(Default)]
+struct Aliases {
+    incoming: HashMap<u16, String>,
+    outgoing: outbound::OutAliases,
+}
+
 /// A write buffer grown past this by a burst is given back once flushed.
 const MAX_IDLE_BUFFER: usize = 64 * 1024;
 
@@ -145,12 +153,12 @@ struct Connection<T> {
     /// 1.5 × keep-alive; None when the client asked for none.
     keep_alive: Option<Duration>,
     last_read: Instant,
-    /// Incoming topic aliases (5.0).
-    aliases: HashMap<u16, String>,
-    /// Outgoing topic aliases (5.0).
-    out_aliases: outbound::OutAliases,
-    /// Largest packet the client accepts (5.0 Maximum Packet Size).
-    client_max_packet: usize,
+    /// Topic aliases (5.0), made on first use.
+    aliases: Option<Box<Aliases>>,
+    /// How many topic aliases the client accepts from us (5.0 Topic Alias Maximum).
+    out_alias_max: u16,
+    /// Largest packet the client accepts (5.0 Maximum Packet Size); `u32::MAX` for no limit.
+    client_max_packet: u32,
     /// PUBACK/PUBREC owed to the client, in the order the publishes came in.
     pending_acks: VecDeque<PendingAck>,
     /// Publishes whose hooks are still at work, in arrival order. They run concurrently (a
@@ -183,7 +191,9 @@ impl<T: Transport> Connection<T> {
             self.write_packet(&packet);
         }
         if !self.wbuf.is_empty() {
-            let _ = tokio::time::timeout(Duration::from_secs(1), self.flush()).await;
+            // Boxed: a timer and a write, once per connection, are not worth a place in
+            // every waiting one.
+            let _ = Box::pin(tokio::time::timeout(Duration::from_secs(1), self.flush())).await;
         }
         self.transport.close().await;
 

@@ -25,23 +25,16 @@ use crate::transport::Transport;
 /// topics beyond that travel in full.
 #[derive(Default)]
 pub(super) struct OutAliases {
-    max: u16,
     assigned: HashMap<Arc<str>, u16>,
 }
 
 impl OutAliases {
-    pub(super) fn new(max: u16) -> OutAliases {
-        OutAliases { max, assigned: HashMap::new() }
-    }
-
-    fn apply(&mut self, topic: &Arc<str>, publish: &mut Publish) {
-        if self.max == 0 {
-            return;
-        }
+    /// `max` is the client's Topic Alias Maximum.
+    fn apply(&mut self, max: u16, topic: &Arc<str>, publish: &mut Publish) {
         if let Some(&alias) = self.assigned.get(topic) {
             publish.topic.clear();
             publish.properties.topic_alias = Some(alias);
-        } else if self.assigned.len() < usize::from(self.max) {
+        } else if self.assigned.len() < usize::from(max) {
             let alias = self.assigned.len() as u16 + 1;
             self.assigned.insert(topic.clone(), alias);
             publish.properties.topic_alias = Some(alias);
@@ -167,8 +160,8 @@ impl<T: Transport> Connection<T> {
             payload: out.message.payload.clone(),
         });
         let mut packet = packet;
-        if self.client_max_packet != usize::MAX
-            && codec::encoded_size(&packet, self.protocol) > self.client_max_packet
+        if self.client_max_packet != u32::MAX
+            && codec::encoded_size(&packet, self.protocol) > self.client_max_packet as usize
         {
             self.broker.metrics.dropped(DropReason::PacketTooLarge);
             if out.qos != QoS::AtMostOnce {
@@ -179,8 +172,11 @@ impl<T: Transport> Connection<T> {
             return;
         }
         // Only once the packet is sure to go out may it teach the client an alias.
-        if let Packet::Publish(publish) = &mut packet {
-            self.out_aliases.apply(&out.message.topic, publish);
+        if self.out_alias_max > 0
+            && let Packet::Publish(publish) = &mut packet
+        {
+            let aliases = self.aliases.get_or_insert_default();
+            aliases.outgoing.apply(self.out_alias_max, &out.message.topic, publish);
         }
         self.write_packet(&packet);
     }
