@@ -12,7 +12,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use futures_util::task::AtomicWaker;
@@ -66,13 +66,19 @@ pub struct OutPublish {
     pub sub_ids: Vec<u32>,
 }
 
-/// How a session wakes its connection task: a flag and the task's waker. Unlike a `Notify`,
-/// it needs no waiter node inside the waiting future, and an idle connection is mostly
-/// waiting.
+/// How a session, and the keep-alive sweeper, wake a connection task: flags and the task's
+/// waker. Unlike a `Notify` or a timer, it needs nothing inside the waiting future, and an
+/// idle connection is mostly waiting. It also carries what the sweeper reads: the
+/// connection's keep-alive limit and its last read (see `keepalive.rs`).
 #[derive(Default)]
 pub struct Wakeup {
     waker: AtomicWaker,
     rung: AtomicBool,
+    expired: AtomicBool,
+    /// 1.5 × keep-alive in milliseconds; 0 for none, or once the connection has ended.
+    keep_alive_ms: AtomicU32,
+    /// When the connection last read, in the sweeper's milliseconds.
+    last_read_ms: AtomicU64,
 }
 
 impl Wakeup {
@@ -83,11 +89,41 @@ impl Wakeup {
         self.waker.wake();
     }
 
-    /// Ready once rung since the last time it was ready.
+    /// Ready once rung since the last time it was ready. Also registers the task for
+    /// [`Wakeup::expire`].
     pub fn poll(&self, cx: &mut Context<'_>) -> Poll<()> {
         // Registered before the check, so a ring in between is not lost.
         self.waker.register(cx.waker());
         if self.rung.swap(false, Ordering::AcqRel) { Poll::Ready(()) } else { Poll::Pending }
+    }
+
+    /// The sweeper found the connection silent past its keep-alive.
+    pub fn expire(&self) {
+        self.expired.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Whether the sweeper called time since the last look.
+    pub fn take_expired(&self) -> bool {
+        self.expired.swap(false, Ordering::AcqRel)
+    }
+
+    pub fn set_keep_alive(&self, limit_ms: u32, now_ms: u64) {
+        self.last_read_ms.store(now_ms, Ordering::Relaxed);
+        self.keep_alive_ms.store(limit_ms, Ordering::Relaxed);
+    }
+
+    pub fn keep_alive_ms(&self) -> u32 {
+        self.keep_alive_ms.load(Ordering::Relaxed)
+    }
+
+    /// The connection read something.
+    pub fn touch(&self, now_ms: u64) {
+        self.last_read_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    pub fn last_read_ms(&self) -> u64 {
+        self.last_read_ms.load(Ordering::Relaxed)
     }
 }
 

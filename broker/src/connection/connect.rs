@@ -11,7 +11,6 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::time::Instant;
 
 use super::Connection;
 use crate::broker::Broker;
@@ -159,6 +158,11 @@ pub(super) async fn accept<T: Transport>(
         .max(1);
     let link_id = broker.next_link_id();
     let (link, wake, done) = Link::new(link_id, window, window + OUTBOX_SLACK);
+    if keep_alive > 0 {
+        // [MQTT-3.1.2-24]: one and a half times the keep-alive.
+        wake.set_keep_alive(u32::from(keep_alive) * 1500, broker.keep_alive.now_ms());
+        broker.keep_alive.watch(&wake);
+    }
 
     let connack = ConnAck {
         session_present: present,
@@ -191,8 +195,6 @@ pub(super) async fn accept<T: Transport>(
         // An idle connection holds no buffer: they grow when traffic comes.
         rbuf: if rbuf.is_empty() { BytesMut::new() } else { rbuf },
         wbuf: BytesMut::new(),
-        keep_alive: (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
-        last_read: Instant::now(),
         aliases: None,
         out_alias_max: if protocol.is_v5() {
             connect.properties.topic_alias_maximum.unwrap_or(0)

@@ -2,9 +2,9 @@
 //!
 //! The task waits on five things at once: bytes from the client, deliveries from the broker
 //! (the session's outbox), the store committing a publish it must acknowledge, a publish's
-//! hooks deciding, and the keep-alive deadline. Whatever it has to say goes into one write
-//! buffer that is flushed before it waits again, so a burst of deliveries or
-//! acknowledgements leaves in one write.
+//! hooks deciding, and the keep-alive sweeper (`keepalive.rs`) calling time. Whatever it has
+//! to say goes into one write buffer that is flushed before it waits again, so a burst of
+//! deliveries or acknowledgements leaves in one write.
 //!
 //! Most connections spend their life waiting, so the wait is one hand-written poll over
 //! those sources (`poll_event`) rather than a `select!`, whose future would keep a slot for
@@ -27,7 +27,6 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::sync::oneshot;
-use tokio::time::{Instant, Sleep};
 use tracing::Instrument;
 
 use crate::broker::Broker;
@@ -150,9 +149,6 @@ struct Connection<T> {
     _done: oneshot::Sender<()>,
     rbuf: BytesMut,
     wbuf: BytesMut,
-    /// 1.5 × keep-alive; None when the client asked for none.
-    keep_alive: Option<Duration>,
-    last_read: Instant,
     /// Topic aliases (5.0), made on first use.
     aliases: Option<Box<Aliases>>,
     /// How many topic aliases the client accepts from us (5.0 Topic Alias Maximum).
@@ -179,6 +175,8 @@ impl<T: Transport> Connection<T> {
         tracing::debug!(protocol = ?self.protocol, peer = %self.client.peer, "connected");
         let close = self.event_loop().await;
         tracing::debug!(?close, "connection closing");
+        // The keep-alive sweeper forgets a connection whose limit is 0.
+        self.wake.set_keep_alive(0, 0);
         let code = match close {
             Close::Protocol(code) | Close::Server(code) => Some(code),
             Close::KeepAlive => Some(ReasonCode::KEEP_ALIVE_TIMEOUT),
@@ -223,9 +221,6 @@ impl<T: Transport> Connection<T> {
         if self.broker.is_shutting_down() {
             return Close::Server(ReasonCode::SERVER_SHUTTING_DOWN);
         }
-        let far = Duration::from_secs(365 * 24 * 3600);
-        let keep_alive = tokio::time::sleep(self.keep_alive.unwrap_or(far));
-        tokio::pin!(keep_alive);
         loop {
             if let Some(code) = self.closing {
                 return Close::Server(code);
@@ -236,7 +231,7 @@ impl<T: Transport> Connection<T> {
                 tracing::debug!(error = %e, "write failed");
                 return Close::Gone;
             }
-            let event = std::future::poll_fn(|cx| self.poll_event(cx, keep_alive.as_mut())).await;
+            let event = std::future::poll_fn(|cx| self.poll_event(cx)).await;
             match event {
                 Woken::Committed(result) => {
                     if let Err(close) = self.acks_ready(result) {
@@ -255,7 +250,7 @@ impl<T: Transport> Connection<T> {
                     return Close::Gone;
                 }
                 Woken::Read(Ok(_)) => {
-                    self.last_read = Instant::now();
+                    self.wake.touch(self.broker.keep_alive.now_ms());
                     // Boxed: decoding and handling need far more state than waiting does,
                     // and a waiting connection should be small.
                     if let Err(close) = Box::pin(self.process_input()).await {
@@ -267,12 +262,13 @@ impl<T: Transport> Connection<T> {
                     }
                 }
                 Woken::KeepAlive => {
-                    let Some(limit) = self.keep_alive else { continue };
-                    let deadline = self.last_read + limit;
-                    if deadline <= Instant::now() {
+                    // The sweeper may have looked just before a read: check again.
+                    let limit = u64::from(self.wake.keep_alive_ms());
+                    let silent =
+                        self.broker.keep_alive.now_ms().saturating_sub(self.wake.last_read_ms());
+                    if limit > 0 && silent >= limit {
                         return Close::KeepAlive;
                     }
-                    keep_alive.as_mut().reset(deadline);
                 }
             }
         }
@@ -280,8 +276,8 @@ impl<T: Transport> Connection<T> {
 
     /// One poll of everything the connection waits on, in a fixed order: acknowledgements
     /// and verdicts first (they free the client's window), then deliveries, then the
-    /// client's bytes, then the keep-alive deadline.
-    fn poll_event(&mut self, cx: &mut Context<'_>, keep_alive: Pin<&mut Sleep>) -> Poll<Woken> {
+    /// client's bytes, then the keep-alive sweeper's verdict.
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Woken> {
         if let Some(wait) = self.pending_acks.front_mut().and_then(PendingAck::wait_mut)
             && let Poll::Ready(committed) = Pin::new(wait).poll(cx)
         {
@@ -296,7 +292,8 @@ impl<T: Transport> Connection<T> {
         if let Poll::Ready(read) = self.transport.poll_read_into(cx, &mut self.rbuf) {
             return Poll::Ready(Woken::Read(read));
         }
-        if self.keep_alive.is_some() && keep_alive.poll(cx).is_ready() {
+        // After `wake.poll`, which registered the task for the sweeper's call too.
+        if self.wake.take_expired() {
             return Poll::Ready(Woken::KeepAlive);
         }
         Poll::Pending
