@@ -90,7 +90,8 @@ impl Broker {
             let handle = SessionHandle::new_ref(stored.client_id.clone(), stored.expiry);
             {
                 let mut state = handle.state.lock();
-                state.max_queued = self.config.max_queued_messages;
+                state.max_queued =
+                    u32::try_from(self.config.max_queued_messages).unwrap_or(u32::MAX);
                 state.stored = true;
                 // A client connected when the process died went away at start-up, at the latest.
                 let gone = stored.disconnected_at.unwrap_or(now);
@@ -315,7 +316,7 @@ impl Broker {
         let session = SessionHandle::new_ref(client_id.clone(), expiry);
         {
             let mut state = session.state.lock();
-            state.max_queued = self.config.max_queued_messages;
+            state.max_queued = u32::try_from(self.config.max_queued_messages).unwrap_or(u32::MAX);
             state.stored = expiry > 0;
         }
         sessions.insert(client_id.clone(), session.clone());

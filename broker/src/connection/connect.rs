@@ -214,7 +214,7 @@ pub(super) async fn accept<T: Transport>(
     let (resend, releases, fresh) = {
         let mut state = session.state.lock();
         state.link = Some(link);
-        state.epoch += 1;
+        state.epoch = state.epoch.wrapping_add(1);
         state.disconnected_at = None;
         session.set_online(true);
         let (resend, releases) = state.resend();
