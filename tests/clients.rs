@@ -485,7 +485,15 @@ mod mosquitto {
         let mut err = String::new();
         use std::io::Read;
         child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-        let msgs: Vec<String> = rx.try_iter().filter(|l| l.starts_with("MSG ")).collect();
+        // The reader thread may not have passed on the last lines yet: read until it has
+        // reached the end of the output (the pipe closes with the process), bounded.
+        let deadline = Instant::now() + WAIT;
+        let mut msgs = Vec::new();
+        while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            if line.starts_with("MSG ") {
+                msgs.push(line);
+            }
+        }
         assert!(status.success(), "mosquitto_sub failed ({status}): {err} {msgs:?}");
         msgs
     }

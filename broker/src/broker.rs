@@ -18,6 +18,7 @@ use tokio::sync::{oneshot, watch};
 use crate::codec::{QoS, ReasonCode, SubscriptionOptions};
 use crate::config::BrokerConfig;
 use crate::hooks::{Event, Hooks};
+use crate::keepalive::KeepAlive;
 use crate::message::{Message, now_millis};
 use crate::metrics::{DropReason, Metrics};
 use crate::router::{Router, Subscriber, merge_by_session};
@@ -33,6 +34,8 @@ pub struct Broker {
     pub metrics: Arc<Metrics>,
     pub hooks: Arc<Hooks>,
     pub store: Store,
+    /// Closes connections that stay silent past their keep-alive.
+    pub(crate) keep_alive: Arc<KeepAlive>,
     sessions: Mutex<HashMap<Arc<str>, SessionRef>>,
     router: RwLock<Router>,
     retained: RwLock<HashMap<Arc<str>, Arc<Message>>>,
@@ -57,6 +60,7 @@ impl Broker {
             metrics,
             hooks,
             store,
+            keep_alive: Arc::default(),
             sessions: Mutex::default(),
             router: RwLock::default(),
             retained: RwLock::default(),
@@ -86,7 +90,8 @@ impl Broker {
             let handle = SessionHandle::new_ref(stored.client_id.clone(), stored.expiry);
             {
                 let mut state = handle.state.lock();
-                state.max_queued = self.config.max_queued_messages;
+                state.max_queued =
+                    u32::try_from(self.config.max_queued_messages).unwrap_or(u32::MAX);
                 state.stored = true;
                 // A client connected when the process died went away at start-up, at the latest.
                 let gone = stored.disconnected_at.unwrap_or(now);
@@ -311,7 +316,7 @@ impl Broker {
         let session = SessionHandle::new_ref(client_id.clone(), expiry);
         {
             let mut state = session.state.lock();
-            state.max_queued = self.config.max_queued_messages;
+            state.max_queued = u32::try_from(self.config.max_queued_messages).unwrap_or(u32::MAX);
             state.stored = expiry > 0;
         }
         sessions.insert(client_id.clone(), session.clone());
@@ -413,8 +418,10 @@ impl Broker {
         }
     }
 
-    /// Expires sessions and ticks observers once a second until shutdown.
+    /// Expires sessions and ticks observers once a second, and sweeps keep-alives, until
+    /// shutdown.
     pub fn start_ticker(self: &Arc<Self>) {
+        self.keep_alive.start(self.shutdown_signal());
         let broker = Arc::downgrade(self);
         let mut shutdown = self.shutdown_signal();
         tokio::spawn(async move {

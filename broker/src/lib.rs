@@ -14,6 +14,7 @@ pub mod config;
 mod connection;
 pub mod hooks;
 pub mod http;
+mod keepalive;
 mod listener;
 pub mod message;
 pub mod metrics;

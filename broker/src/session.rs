@@ -12,10 +12,12 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::task::{Context, Poll};
 
+use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::oneshot;
 
 use crate::codec::{QoS, ReasonCode, SubscriptionOptions};
 use crate::message::Message;
@@ -64,6 +66,67 @@ pub struct OutPublish {
     pub sub_ids: Vec<u32>,
 }
 
+/// How a session, and the keep-alive sweeper, wake a connection task: flags and the task's
+/// waker. Unlike a `Notify` or a timer, it needs nothing inside the waiting future, and an
+/// idle connection is mostly waiting. It also carries what the sweeper reads: the
+/// connection's keep-alive limit and its last read (see `keepalive.rs`).
+#[derive(Default)]
+pub struct Wakeup {
+    waker: AtomicWaker,
+    rung: AtomicBool,
+    expired: AtomicBool,
+    /// 1.5 × keep-alive in milliseconds; 0 for none, or once the connection has ended.
+    keep_alive_ms: AtomicU32,
+    /// When the connection last read, in the sweeper's milliseconds.
+    last_read_ms: AtomicU64,
+}
+
+impl Wakeup {
+    /// Wakes the connection, or has its next poll return at once: one stored ring, like
+    /// `Notify::notify_one`.
+    pub fn ring(&self) {
+        self.rung.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Ready once rung since the last time it was ready. Also registers the task for
+    /// [`Wakeup::expire`].
+    pub fn poll(&self, cx: &mut Context<'_>) -> Poll<()> {
+        // Registered before the check, so a ring in between is not lost.
+        self.waker.register(cx.waker());
+        if self.rung.swap(false, Ordering::AcqRel) { Poll::Ready(()) } else { Poll::Pending }
+    }
+
+    /// The sweeper found the connection silent past its keep-alive.
+    pub fn expire(&self) {
+        self.expired.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Whether the sweeper called time since the last look.
+    pub fn take_expired(&self) -> bool {
+        self.expired.swap(false, Ordering::AcqRel)
+    }
+
+    pub fn set_keep_alive(&self, limit_ms: u32, now_ms: u64) {
+        self.last_read_ms.store(now_ms, Ordering::Relaxed);
+        self.keep_alive_ms.store(limit_ms, Ordering::Relaxed);
+    }
+
+    pub fn keep_alive_ms(&self) -> u32 {
+        self.keep_alive_ms.load(Ordering::Relaxed)
+    }
+
+    /// The connection read something.
+    pub fn touch(&self, now_ms: u64) {
+        self.last_read_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    pub fn last_read_ms(&self) -> u64 {
+        self.last_read_ms.load(Ordering::Relaxed)
+    }
+}
+
 /// A connected client's end of the session: deliveries wait in `outbox` until the
 /// connection task, woken through `wake`, takes them all at once.
 ///
@@ -73,14 +136,14 @@ pub struct OutPublish {
 pub struct Link {
     pub id: u64,
     /// In-flight window: min(client's Receive Maximum, our max_inflight).
-    pub window: usize,
+    pub window: u32,
     pub outbox: VecDeque<OutPublish>,
     /// Outbox length at most; past it QoS 0 messages are dropped (a slow consumer) and
     /// QoS 1/2 messages wait in the session queue.
-    pub capacity: usize,
+    pub capacity: u32,
     /// Set to make the connection close, telling a 5.0 client why (session taken over).
     pub closing: Option<ReasonCode>,
-    pub wake: Arc<Notify>,
+    pub wake: Arc<Wakeup>,
     /// Resolves when the connection task has finished (its sender is dropped).
     pub finished: Option<oneshot::Receiver<()>>,
 }
@@ -92,14 +155,14 @@ impl Link {
         id: u64,
         window: usize,
         capacity: usize,
-    ) -> (Link, Arc<Notify>, oneshot::Sender<()>) {
-        let wake = Arc::new(Notify::new());
+    ) -> (Link, Arc<Wakeup>, oneshot::Sender<()>) {
+        let wake = Arc::new(Wakeup::default());
         let (done, finished) = oneshot::channel();
         let link = Link {
             id,
-            window,
+            window: u32::try_from(window).unwrap_or(u32::MAX),
             outbox: VecDeque::new(),
-            capacity,
+            capacity: u32::try_from(capacity).unwrap_or(u32::MAX),
             closing: None,
             wake: wake.clone(),
             finished: Some(finished),
@@ -108,12 +171,12 @@ impl Link {
     }
 
     fn push(&mut self, out: OutPublish) -> bool {
-        if self.outbox.len() >= self.capacity {
+        if self.outbox.len() >= self.capacity as usize {
             return false;
         }
         if self.outbox.is_empty() {
             // One stored permit is enough: the connection takes the whole outbox per wake.
-            self.wake.notify_one();
+            self.wake.ring();
         }
         self.outbox.push_back(out);
         true
@@ -122,7 +185,7 @@ impl Link {
     /// Asks the connection to close.
     pub fn close(&mut self, code: ReasonCode) {
         self.closing = Some(code);
-        self.wake.notify_one();
+        self.wake.ring();
     }
 }
 
@@ -164,19 +227,45 @@ pub struct Session {
     next_seq: u64,
     pub link: Option<Link>,
     /// Incoming QoS 2 packet ids received but not yet released by PUBREL.
-    pub incoming_qos2: HashSet<u16>,
+    pub incoming_qos2: PacketIds,
     /// Unix ms when the client went away (None while connected).
     pub disconnected_at: Option<u64>,
     /// Bumped on every connect, so a delayed will knows whether its client came back.
-    pub epoch: u64,
+    pub epoch: u32,
     /// QoS 1/2 messages at most in `queue`.
-    pub max_queued: usize,
+    pub max_queued: u32,
     /// The store has a row for this session (so ending it must delete that row, even if
     /// its expiry has since been set to 0).
     pub stored: bool,
     /// Highest sequence number restored from the store at start-up: those messages may
     /// have been sent before the restart, so they go out with DUP set ([MQTT-3.3.1-1]).
     restored_seq: u64,
+}
+
+/// A set of packet ids, allocated only once it holds one: most clients never publish with
+/// QoS 2, and every session, connected or not, would carry an empty map's 48 bytes.
+#[derive(Default)]
+#[allow(clippy::box_collection)] // the box is the point: 8 bytes while empty
+pub struct PacketIds(Option<Box<HashSet<u16>>>);
+
+impl PacketIds {
+    /// Adds an id; false if it was there already.
+    pub fn insert(&mut self, id: u16) -> bool {
+        self.0.get_or_insert_default().insert(id)
+    }
+
+    /// Removes an id; false if it was not there.
+    pub fn remove(&mut self, id: &u16) -> bool {
+        self.0.as_mut().is_some_and(|ids| ids.remove(id))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |ids| ids.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// What a delivery did, for the caller's bookkeeping.
@@ -203,7 +292,7 @@ impl Session {
             queue: VecDeque::new(),
             next_seq: 1,
             link: None,
-            incoming_qos2: HashSet::new(),
+            incoming_qos2: PacketIds::default(),
             disconnected_at: None,
             epoch: 0,
             max_queued: 100_000,
@@ -260,7 +349,7 @@ impl Session {
                 Delivered::Dropped(DropReason::QueueFull)
             };
         }
-        if self.queue.len() >= self.max_queued {
+        if self.queue.len() >= self.max_queued as usize {
             return Delivered::Dropped(DropReason::QueueFull);
         }
         let seq = self.next_seq;
@@ -279,7 +368,7 @@ impl Session {
         let free = self.packet_id_free(seq);
         if let Some(link) = &mut self.link
             && self.queue.is_empty()
-            && self.inflight.len() < link.window
+            && self.inflight.len() < link.window as usize
             && free
         {
             let out = OutPublish {
@@ -372,7 +461,9 @@ impl Session {
         metrics: &Metrics,
         writes: &mut Vec<Write>,
     ) -> Vec<OutPublish> {
-        let Some(window) = self.link.as_ref().map(|l| l.window) else { return Vec::new() };
+        let Some(window) = self.link.as_ref().map(|l| l.window as usize) else {
+            return Vec::new();
+        };
         let mut out = Vec::new();
         while self.inflight.len() < window {
             let Some(front) = self.queue.front() else { break };

@@ -3,9 +3,15 @@
 //! The connection code reads into and writes from whole buffers, so one small trait covers
 //! all three; WebSocket is the only one that needs more than a pass-through (MQTT packets
 //! travel in binary frames, which need not line up with packet boundaries).
+//!
+//! Reading is a poll function rather than an async one: a connection waits for its client
+//! far longer than for anything else, and polling the transport directly leaves the waiting
+//! task no read future to hold (the waker sits in the socket's registration instead).
 
 use std::future::Future;
 use std::io;
+use std::pin::pin;
+use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
@@ -15,10 +21,18 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 pub trait Transport: Send + 'static {
-    /// Reads what is available into `buf`; `Ok(0)` means the peer closed. Cancel-safe.
-    fn read_into(&mut self, buf: &mut BytesMut) -> impl Future<Output = io::Result<usize>> + Send;
+    /// Reads what is available into `buf`; `Ok(0)` means the peer closed. Pending means
+    /// nothing was read and the task is woken when there may be more.
+    fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<io::Result<usize>>;
 
-    fn write_all(&mut self, data: &[u8]) -> impl Future<Output = io::Result<()>> + Send;
+    fn write_all<'a>(
+        &'a mut self,
+        data: &'a [u8],
+    ) -> impl Future<Output = io::Result<()>> + Send + 'a;
 
     /// Closes our side politely (TLS close_notify, WebSocket close frame).
     fn close(&mut self) -> impl Future<Output = ()> + Send;
@@ -27,9 +41,13 @@ pub trait Transport: Send + 'static {
 /// Plain TCP waits for readiness before it takes buffer space, so an idle connection holds
 /// no read buffer at all.
 impl Transport for TcpStream {
-    async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+    fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<io::Result<usize>> {
         loop {
-            self.readable().await?;
+            ready!(self.poll_read_ready(cx))?;
             if buf.capacity() - buf.len() < 1024 {
                 buf.reserve(READ_CHUNK);
             }
@@ -40,13 +58,18 @@ impl Transport for TcpStream {
                         *buf = BytesMut::new();
                     }
                 }
-                result => return result,
+                result => return Poll::Ready(result),
             }
         }
     }
 
-    async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
-        AsyncWriteExt::write_all(self, data).await
+    fn write_all<'a>(
+        &'a mut self,
+        data: &'a [u8],
+    ) -> impl Future<Output = io::Result<()>> + Send + 'a {
+        // The future itself, not an `async fn` around it: it sits in every connection's
+        // state, and a wrapper would add its own copy of the arguments.
+        AsyncWriteExt::write_all(self, data)
     }
 
     async fn close(&mut self) {
@@ -64,14 +87,20 @@ impl<S> Transport for ByteStream<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+    fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<io::Result<usize>> {
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(READ_CHUNK);
         }
-        self.0.read_buf(buf).await
+        // `read_buf` holds nothing but references and reads nothing while pending, so a
+        // fresh one per poll behaves as one kept across polls.
+        pin!(self.0.read_buf(buf)).poll(cx)
     }
 
-    async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+    async fn write_all<'a>(&'a mut self, data: &'a [u8]) -> io::Result<()> {
         self.0.write_all(data).await
     }
 
@@ -87,32 +116,39 @@ impl<S> Transport for WsTransport<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+    fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<io::Result<usize>> {
         loop {
-            match self.0.next().await {
-                None => return Ok(0),
-                Some(Err(e)) => return Err(io::Error::other(e)),
+            let read = match ready!(self.0.poll_next_unpin(cx)) {
+                None => Ok(0),
+                Some(Err(e)) => Err(io::Error::other(e)),
                 Some(Ok(WsMessage::Binary(data))) => {
                     if data.is_empty() {
                         continue;
                     }
                     buf.extend_from_slice(&data);
-                    return Ok(data.len());
+                    Ok(data.len())
                 }
-                Some(Ok(WsMessage::Close(_))) => return Ok(0),
-                // Pings are answered by tungstenite on the next write or flush.
+                Some(Ok(WsMessage::Close(_))) => Ok(0),
+                // tungstenite queues the answer to a ping; this sends it, and a flush that
+                // cannot finish now is finished by its next read or write.
                 Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => {
-                    let _ = self.0.flush().await;
+                    let _ = self.0.poll_flush_unpin(cx);
+                    continue;
                 }
+                // [MQTT-6.0.0-1]: MQTT must be carried in binary frames.
                 Some(Ok(WsMessage::Text(_))) => {
-                    // [MQTT-6.0.0-1]: MQTT must be carried in binary frames.
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, "text frame"));
+                    Err(io::Error::new(io::ErrorKind::InvalidData, "text frame"))
                 }
-            }
+            };
+            return Poll::Ready(read);
         }
     }
 
-    async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+    async fn write_all<'a>(&'a mut self, data: &'a [u8]) -> io::Result<()> {
         self.0.send(WsMessage::Binary(Bytes::copy_from_slice(data))).await.map_err(io::Error::other)
     }
 

@@ -11,10 +11,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::time::Instant;
 
 use super::Connection;
-use super::outbound::OutAliases;
 use crate::broker::Broker;
 use crate::codec::{self, ConnAck, Connect, DecodeError, Packet, Properties, Protocol, ReasonCode};
 use crate::hooks::{Action, ClientInfo, Credentials, Decision, Event};
@@ -160,6 +158,11 @@ pub(super) async fn accept<T: Transport>(
         .max(1);
     let link_id = broker.next_link_id();
     let (link, wake, done) = Link::new(link_id, window, window + OUTBOX_SLACK);
+    if keep_alive > 0 {
+        // [MQTT-3.1.2-24]: one and a half times the keep-alive.
+        wake.set_keep_alive(u32::from(keep_alive) * 1500, broker.keep_alive.now_ms());
+        broker.keep_alive.watch(&wake);
+    }
 
     let connack = ConnAck {
         session_present: present,
@@ -192,18 +195,13 @@ pub(super) async fn accept<T: Transport>(
         // An idle connection holds no buffer: they grow when traffic comes.
         rbuf: if rbuf.is_empty() { BytesMut::new() } else { rbuf },
         wbuf: BytesMut::new(),
-        keep_alive: (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
-        last_read: Instant::now(),
-        aliases: Default::default(),
-        out_aliases: OutAliases::new(if protocol.is_v5() {
+        aliases: None,
+        out_alias_max: if protocol.is_v5() {
             connect.properties.topic_alias_maximum.unwrap_or(0)
         } else {
             0
-        }),
-        client_max_packet: connect
-            .properties
-            .maximum_packet_size
-            .map_or(usize::MAX, |m| m as usize),
+        },
+        client_max_packet: connect.properties.maximum_packet_size.unwrap_or(u32::MAX),
         pending_acks: Default::default(),
         intercepts: Default::default(),
         will: connect.will.map(Box::new),
@@ -216,7 +214,7 @@ pub(super) async fn accept<T: Transport>(
     let (resend, releases, fresh) = {
         let mut state = session.state.lock();
         state.link = Some(link);
-        state.epoch += 1;
+        state.epoch = state.epoch.wrapping_add(1);
         state.disconnected_at = None;
         session.set_online(true);
         let (resend, releases) = state.resend();
@@ -262,7 +260,7 @@ async fn read_connect<T: Transport>(
             }
             None => {}
         }
-        match transport.read_into(rbuf).await {
+        match std::future::poll_fn(|cx| transport.poll_read_into(cx, rbuf)).await {
             Ok(0) | Err(_) => return Ok(None),
             Ok(_) => {}
         }

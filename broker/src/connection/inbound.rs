@@ -68,12 +68,13 @@ impl<T: Transport> Connection<T> {
                 return Err(Close::Protocol(ReasonCode::TOPIC_ALIAS_INVALID));
             }
             if publish.topic.is_empty() {
-                match self.aliases.get(&alias) {
+                match self.aliases.as_ref().and_then(|a| a.incoming.get(&alias)) {
                     Some(topic) => publish.topic.clone_from(topic),
                     None => return Err(Close::Protocol(ReasonCode::PROTOCOL_ERROR)),
                 }
             } else {
-                self.aliases.insert(alias, publish.topic.clone());
+                let aliases = self.aliases.get_or_insert_default();
+                aliases.incoming.insert(alias, publish.topic.clone());
             }
         }
         if !topic::valid_topic_name(&publish.topic) {
@@ -156,7 +157,13 @@ impl<T: Transport> Connection<T> {
             // The plugin stored and delivered it before answering.
             Decision::Handled => None,
             Decision::Deny(code) => {
-                tracing::info!(topic = %message.topic, reason = %code, "publish refused");
+                tracing::info!(
+                    client_id = %self.client.client_id,
+                    user = self.client.user(),
+                    topic = %message.topic,
+                    reason = %code,
+                    "publish refused"
+                );
                 self.broker.metrics.dropped(DropReason::Denied);
                 // 3.x has no negative acknowledgement: the message is acknowledged and
                 // dropped, as Mosquitto does; 5.0 clients get the reason code.
@@ -258,7 +265,13 @@ impl<T: Transport> Connection<T> {
             }
             let action = Action::Subscribe { filter: inner, qos: request.options.qos };
             if let Decision::Deny(code) = self.broker.hooks.authorize(&self.client, &action).await {
-                tracing::info!(filter = %request.filter, reason = %code, "subscribe refused");
+                tracing::info!(
+                    client_id = %self.client.client_id,
+                    user = self.client.user(),
+                    filter = %request.filter,
+                    reason = %code,
+                    "subscribe refused"
+                );
                 reasons.push(if v5 { code } else { ReasonCode(0x80) });
                 continue;
             }

@@ -1,9 +1,14 @@
 //! One client connection, from its CONNECT to its close, as a single task.
 //!
-//! The task waits on four things at once: bytes from the client, deliveries from the broker
-//! (the session's channel), the store committing a publish it must acknowledge, and the
-//! keep-alive deadline. Whatever it has to say goes into one write buffer that is flushed
-//! before it waits again, so a burst of deliveries or acknowledgements leaves in one write.
+//! The task waits on five things at once: bytes from the client, deliveries from the broker
+//! (the session's outbox), the store committing a publish it must acknowledge, a publish's
+//! hooks deciding, and the keep-alive sweeper (`keepalive.rs`) calling time. Whatever it has
+//! to say goes into one write buffer that is flushed before it waits again, so a burst of
+//! deliveries or acknowledgements leaves in one write.
+//!
+//! Most connections spend their life waiting, so the wait is one hand-written poll over
+//! those sources (`poll_event`) rather than a `select!`, whose future would keep a slot for
+//! every branch's future: a waiting connection holds little more than its own fields.
 //!
 //! `connect.rs` turns a CONNECT into a running connection (or a refusal), `inbound.rs`
 //! handles the client's packets, `outbound.rs` writes deliveries and acknowledgements.
@@ -17,12 +22,11 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::sync::{Notify, oneshot};
-use tokio::time::Instant;
+use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use crate::broker::Broker;
@@ -30,7 +34,8 @@ use crate::codec::{Disconnect, LastWill, Packet, Protocol, QoS, ReasonCode};
 use crate::hooks::{ClientInfo, Decision, Event};
 use crate::message::Message;
 use crate::metrics::SocketGuard;
-use crate::session::SessionRef;
+use crate::session::{SessionRef, Wakeup};
+use crate::store::StoreError;
 use crate::transport::Transport;
 use outbound::PendingAck;
 
@@ -44,23 +49,40 @@ struct Intercepted {
     packet_id: u16,
 }
 
-/// Drives every publish's hooks; resolves when the oldest one has its verdict.
-async fn front_decided(intercepts: &mut VecDeque<Intercepted>) {
-    std::future::poll_fn(|cx| {
-        for intercepted in intercepts.iter_mut() {
-            if intercepted.decided.is_none()
-                && let Poll::Ready(decided) = intercepted.run.as_mut().poll(cx)
-            {
-                intercepted.decided = Some(decided);
-            }
+/// Drives every publish's hooks; ready when the oldest one has its verdict.
+fn poll_front_decided(intercepts: &mut VecDeque<Intercepted>, cx: &mut Context<'_>) -> Poll<()> {
+    for intercepted in intercepts.iter_mut() {
+        if intercepted.decided.is_none()
+            && let Poll::Ready(decided) = intercepted.run.as_mut().poll(cx)
+        {
+            intercepted.decided = Some(decided);
         }
-        if intercepts.front().is_some_and(|i| i.decided.is_some()) {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
-    })
-    .await
+    }
+    if intercepts.front().is_some_and(|i| i.decided.is_some()) {
+        Poll::Ready(())
+    } else {
+        Poll::Pending
+    }
+}
+
+/// What ended a connection's wait, in the order they are served when several are ready.
+enum Woken {
+    /// The oldest waiting acknowledgement's commit is done.
+    Committed(Result<(), StoreError>),
+    /// The oldest publish's hooks have decided.
+    Decided,
+    /// The session rang: deliveries in the outbox, or a close request.
+    Outbox,
+    Read(std::io::Result<usize>),
+    KeepAlive,
+}
+
+/// A 5.0 client's topic aliases, both ways. Boxed in the connection: most clients never
+/// use them, and two maps would nearly double a waiting connection's size.
+#[derive(Default)]
+struct Aliases {
+    incoming: HashMap<u16, String>,
+    outgoing: outbound::OutAliases,
 }
 
 /// A write buffer grown past this by a burst is given back once flushed.
@@ -92,15 +114,25 @@ pub async fn serve<T: Transport>(
 ) {
     // Boxed so the handshake's large, short-lived state is freed once it is done.
     let accepted = Box::pin(connect::accept(broker, transport, peer, listener, socket)).await;
-    if let Some(connection) = accepted {
-        let span = tracing::info_span!(
+    if let Some(mut connection) = accepted {
+        // A span costs a few hundred bytes per connection in the log subscriber, so it
+        // exists only when debug lines are wanted; the connection's lines at info and
+        // above name the client themselves.
+        let span = tracing::debug_span!(
             "client",
             client_id = %connection.client.client_id,
-            user = connection.client.username.as_deref().unwrap_or("-"),
+            user = connection.client.user(),
         );
         // A task of its own: what stays for a connection's lifetime is its run loop alone,
-        // not the accept task's state around it.
-        tokio::spawn(connection.run().instrument(span));
+        // not the accept task's state around it. The task uses the connection where it was
+        // captured; an `async fn` taking it by value would hold it twice (as its argument
+        // and as its local).
+        let task = async move { connection.run().await };
+        if span.is_disabled() {
+            tokio::spawn(task);
+        } else {
+            tokio::spawn(task.instrument(span));
+        }
     }
 }
 
@@ -111,21 +143,18 @@ struct Connection<T> {
     protocol: Protocol,
     session: SessionRef,
     link_id: u64,
-    /// Woken when the session's outbox has deliveries (or a close request).
-    wake: Arc<Notify>,
+    /// Rung when the session's outbox has deliveries (or a close request).
+    wake: Arc<Wakeup>,
     /// Dropped last, when this connection is done: a take-over waits for that.
     _done: oneshot::Sender<()>,
     rbuf: BytesMut,
     wbuf: BytesMut,
-    /// 1.5 × keep-alive; None when the client asked for none.
-    keep_alive: Option<Duration>,
-    last_read: Instant,
-    /// Incoming topic aliases (5.0).
-    aliases: HashMap<u16, String>,
-    /// Outgoing topic aliases (5.0).
-    out_aliases: outbound::OutAliases,
-    /// Largest packet the client accepts (5.0 Maximum Packet Size).
-    client_max_packet: usize,
+    /// Topic aliases (5.0), made on first use.
+    aliases: Option<Box<Aliases>>,
+    /// How many topic aliases the client accepts from us (5.0 Topic Alias Maximum).
+    out_alias_max: u16,
+    /// Largest packet the client accepts (5.0 Maximum Packet Size); `u32::MAX` for no limit.
+    client_max_packet: u32,
     /// PUBACK/PUBREC owed to the client, in the order the publishes came in.
     pending_acks: VecDeque<PendingAck>,
     /// Publishes whose hooks are still at work, in arrival order. They run concurrently (a
@@ -142,10 +171,12 @@ struct Connection<T> {
 }
 
 impl<T: Transport> Connection<T> {
-    async fn run(mut self) {
+    async fn run(&mut self) {
         tracing::debug!(protocol = ?self.protocol, peer = %self.client.peer, "connected");
         let close = self.event_loop().await;
         tracing::debug!(?close, "connection closing");
+        // The keep-alive sweeper forgets a connection whose limit is 0.
+        self.wake.set_keep_alive(0, 0);
         let code = match close {
             Close::Protocol(code) | Close::Server(code) => Some(code),
             Close::KeepAlive => Some(ReasonCode::KEEP_ALIVE_TIMEOUT),
@@ -158,7 +189,9 @@ impl<T: Transport> Connection<T> {
             self.write_packet(&packet);
         }
         if !self.wbuf.is_empty() {
-            let _ = tokio::time::timeout(Duration::from_secs(1), self.flush()).await;
+            // Boxed: a timer and a write, once per connection, are not worth a place in
+            // every waiting one.
+            let _ = Box::pin(tokio::time::timeout(Duration::from_secs(1), self.flush())).await;
         }
         self.transport.close().await;
 
@@ -178,7 +211,8 @@ impl<T: Transport> Connection<T> {
             let reason = code.unwrap_or(ReasonCode::NORMAL_DISCONNECTION);
             self.broker.hooks.notify(Event::Disconnected { client: self.client.clone(), reason });
         }
-        // Dropping `self._done` last tells a waiting take-over that this connection is done.
+        // The task drops the connection when this returns: `_done` going with it tells a
+        // waiting take-over that this connection is done.
     }
 
     async fn event_loop(&mut self) -> Close {
@@ -187,9 +221,6 @@ impl<T: Transport> Connection<T> {
         if self.broker.is_shutting_down() {
             return Close::Server(ReasonCode::SERVER_SHUTTING_DOWN);
         }
-        let far = Duration::from_secs(365 * 24 * 3600);
-        let keep_alive = tokio::time::sleep(self.keep_alive.unwrap_or(far));
-        tokio::pin!(keep_alive);
         loop {
             if let Some(code) = self.closing {
                 return Close::Server(code);
@@ -200,53 +231,72 @@ impl<T: Transport> Connection<T> {
                 tracing::debug!(error = %e, "write failed");
                 return Close::Gone;
             }
-            let waiting_ack = self.pending_acks.front().is_some_and(PendingAck::is_waiting);
-            tokio::select! {
-                biased;
-                result = outbound::first_ack(&mut self.pending_acks), if waiting_ack => {
+            let event = std::future::poll_fn(|cx| self.poll_event(cx)).await;
+            match event {
+                Woken::Committed(result) => {
                     if let Err(close) = self.acks_ready(result) {
                         return close;
                     }
                 }
-                () = front_decided(&mut self.intercepts), if !self.intercepts.is_empty() => {
-                    self.finish_intercepted();
-                }
-                () = self.wake.notified() => {
+                Woken::Decided => self.finish_intercepted(),
+                Woken::Outbox => {
                     if let Err(close) = self.drain_outbox() {
                         return close;
                     }
                 }
-                read = self.transport.read_into(&mut self.rbuf) => {
-                    match read {
-                        Ok(0) => return Close::Gone,
-                        Err(e) => {
-                            tracing::debug!(error = %e, "read failed");
-                            return Close::Gone;
-                        }
-                        Ok(_) => {
-                            self.last_read = Instant::now();
-                            // Boxed: decoding and handling need far more state than
-                            // waiting does, and a waiting connection should be small.
-                            if let Err(close) = Box::pin(self.process_input()).await {
-                                return close;
-                            }
-                            if self.rbuf.is_empty() {
-                                // Many idle devices: hold no read buffer between packets.
-                                self.rbuf = BytesMut::new();
-                            }
-                        }
+                Woken::Read(Ok(0)) => return Close::Gone,
+                Woken::Read(Err(e)) => {
+                    tracing::debug!(error = %e, "read failed");
+                    return Close::Gone;
+                }
+                Woken::Read(Ok(_)) => {
+                    self.wake.touch(self.broker.keep_alive.now_ms());
+                    // Boxed: decoding and handling need far more state than waiting does,
+                    // and a waiting connection should be small.
+                    if let Err(close) = Box::pin(self.process_input()).await {
+                        return close;
+                    }
+                    if self.rbuf.is_empty() {
+                        // Many idle devices: hold no read buffer between packets.
+                        self.rbuf = BytesMut::new();
                     }
                 }
-                () = &mut keep_alive, if self.keep_alive.is_some() => {
-                    let Some(limit) = self.keep_alive else { continue };
-                    let deadline = self.last_read + limit;
-                    if deadline <= Instant::now() {
+                Woken::KeepAlive => {
+                    // The sweeper may have looked just before a read: check again.
+                    let limit = u64::from(self.wake.keep_alive_ms());
+                    let silent =
+                        self.broker.keep_alive.now_ms().saturating_sub(self.wake.last_read_ms());
+                    if limit > 0 && silent >= limit {
                         return Close::KeepAlive;
                     }
-                    keep_alive.as_mut().reset(deadline);
                 }
             }
         }
+    }
+
+    /// One poll of everything the connection waits on, in a fixed order: acknowledgements
+    /// and verdicts first (they free the client's window), then deliveries, then the
+    /// client's bytes, then the keep-alive sweeper's verdict.
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Woken> {
+        if let Some(wait) = self.pending_acks.front_mut().and_then(PendingAck::wait_mut)
+            && let Poll::Ready(committed) = Pin::new(wait).poll(cx)
+        {
+            return Poll::Ready(Woken::Committed(committed.unwrap_or(Err(StoreError::Closed))));
+        }
+        if !self.intercepts.is_empty() && poll_front_decided(&mut self.intercepts, cx).is_ready() {
+            return Poll::Ready(Woken::Decided);
+        }
+        if self.wake.poll(cx).is_ready() {
+            return Poll::Ready(Woken::Outbox);
+        }
+        if let Poll::Ready(read) = self.transport.poll_read_into(cx, &mut self.rbuf) {
+            return Poll::Ready(Woken::Read(read));
+        }
+        // After `wake.poll`, which registered the task for the sweeper's call too.
+        if self.wake.take_expired() {
+            return Poll::Ready(Woken::KeepAlive);
+        }
+        Poll::Pending
     }
 
     /// Decodes and handles every complete packet in the read buffer.
@@ -258,7 +308,13 @@ impl<T: Transport> Connection<T> {
                 Ok(Some(packet)) => packet,
                 Ok(None) => return Ok(()),
                 Err(e) => {
-                    tracing::info!(reason = %e.reason, detail = e.detail, "bad packet");
+                    tracing::info!(
+                        client_id = %self.client.client_id,
+                        user = self.client.user(),
+                        reason = %e.reason,
+                        detail = e.detail,
+                        "bad packet"
+                    );
                     return Err(Close::Protocol(e.reason));
                 }
             };

@@ -25,23 +25,16 @@ use crate::transport::Transport;
 /// topics beyond that travel in full.
 #[derive(Default)]
 pub(super) struct OutAliases {
-    max: u16,
     assigned: HashMap<Arc<str>, u16>,
 }
 
 impl OutAliases {
-    pub(super) fn new(max: u16) -> OutAliases {
-        OutAliases { max, assigned: HashMap::new() }
-    }
-
-    fn apply(&mut self, topic: &Arc<str>, publish: &mut Publish) {
-        if self.max == 0 {
-            return;
-        }
+    /// `max` is the client's Topic Alias Maximum.
+    fn apply(&mut self, max: u16, topic: &Arc<str>, publish: &mut Publish) {
         if let Some(&alias) = self.assigned.get(topic) {
             publish.topic.clear();
             publish.properties.topic_alias = Some(alias);
-        } else if self.assigned.len() < usize::from(self.max) {
+        } else if self.assigned.len() < usize::from(max) {
             let alias = self.assigned.len() as u16 + 1;
             self.assigned.insert(topic.clone(), alias);
             publish.properties.topic_alias = Some(alias);
@@ -63,22 +56,13 @@ impl PendingAck {
         PendingAck { packet, wait }
     }
 
-    pub(super) fn is_waiting(&self) -> bool {
-        self.wait.is_some()
+    /// The commit this acknowledgement waits for, if any.
+    pub(super) fn wait_mut(&mut self) -> Option<&mut Durable> {
+        self.wait.as_mut()
     }
 }
 
 type CommitResult = Result<(), StoreError>;
-
-/// Resolves when the first pending acknowledgement's commit is done.
-pub(super) async fn first_ack(
-    pending: &mut std::collections::VecDeque<PendingAck>,
-) -> CommitResult {
-    match pending.front_mut().and_then(|p| p.wait.as_mut()) {
-        Some(wait) => wait.await.unwrap_or(Err(StoreError::Closed)),
-        None => Ok(()),
-    }
-}
 
 impl<T: Transport> Connection<T> {
     pub(super) fn write_packet(&mut self, packet: &Packet) {
@@ -90,7 +74,13 @@ impl<T: Transport> Connection<T> {
             }
             Err(e) => {
                 self.wbuf.truncate(before);
-                tracing::error!(error = %e, kind = packet.kind(), "cannot encode packet");
+                tracing::error!(
+                    client_id = %self.client.client_id,
+                    user = self.client.user(),
+                    error = %e,
+                    kind = packet.kind(),
+                    "cannot encode packet"
+                );
             }
         }
     }
@@ -120,7 +110,12 @@ impl<T: Transport> Connection<T> {
             let Some(ack) = self.pending_acks.pop_front() else { break };
             let mut packet = ack.packet;
             if let Err(e) = outcome {
-                tracing::error!(error = %e, "publish not stored");
+                tracing::error!(
+                    client_id = %self.client.client_id,
+                    user = self.client.user(),
+                    error = %e,
+                    "publish not stored"
+                );
                 if !self.protocol.is_v5() {
                     // 3.x cannot say "not stored": close, and the client sends it again.
                     return Err(Close::Gone);
@@ -165,8 +160,8 @@ impl<T: Transport> Connection<T> {
             payload: out.message.payload.clone(),
         });
         let mut packet = packet;
-        if self.client_max_packet != usize::MAX
-            && codec::encoded_size(&packet, self.protocol) > self.client_max_packet
+        if self.client_max_packet != u32::MAX
+            && codec::encoded_size(&packet, self.protocol) > self.client_max_packet as usize
         {
             self.broker.metrics.dropped(DropReason::PacketTooLarge);
             if out.qos != QoS::AtMostOnce {
@@ -177,8 +172,11 @@ impl<T: Transport> Connection<T> {
             return;
         }
         // Only once the packet is sure to go out may it teach the client an alias.
-        if let Packet::Publish(publish) = &mut packet {
-            self.out_aliases.apply(&out.message.topic, publish);
+        if self.out_alias_max > 0
+            && let Packet::Publish(publish) = &mut packet
+        {
+            let aliases = self.aliases.get_or_insert_default();
+            aliases.outgoing.apply(self.out_alias_max, &out.message.topic, publish);
         }
         self.write_packet(&packet);
     }

@@ -93,6 +93,13 @@ pub struct ClientInfo {
     pub listener: &'static str,
 }
 
+impl ClientInfo {
+    /// The user name for log lines: `-` for an anonymous client.
+    pub fn user(&self) -> &str {
+        self.username.as_deref().unwrap_or("-")
+    }
+}
+
 /// The credentials of a CONNECT, for [`Plugin::authenticate`].
 #[derive(Debug)]
 pub struct Credentials<'a> {
