@@ -97,6 +97,7 @@ struct Chain {
     authenticate: Vec<Arc<Entry>>,
     authorize: Vec<Arc<Entry>>,
     on_publish: Vec<Arc<Entry>>,
+    inline: Vec<Arc<Entry>>,
     observers: Vec<Observer>,
 }
 
@@ -131,7 +132,8 @@ impl Hooks {
     pub fn update_settings(&self, settings: &[(&str, HookSettings)]) {
         let old = self.chain.read().clone();
         let mut plugins: Vec<BuiltPlugin> = Vec::new();
-        for entry in old.authenticate.iter().chain(&old.authorize).chain(&old.on_publish) {
+        let entries = old.authenticate.iter().chain(&old.authorize).chain(&old.on_publish);
+        for entry in entries.chain(&old.inline) {
             if plugins.iter().any(|(p, _)| Arc::ptr_eq(p, &entry.plugin)) {
                 continue;
             }
@@ -164,6 +166,7 @@ impl Hooks {
                     Hook::Authenticate => chain.authenticate.push(entry.clone()),
                     Hook::Authorize => chain.authorize.push(entry.clone()),
                     Hook::OnPublish => chain.on_publish.push(entry.clone()),
+                    Hook::Inline => chain.inline.push(entry.clone()),
                     Hook::Observe => {}
                 }
             }
@@ -253,9 +256,25 @@ impl Hooks {
         Decision::Allow
     }
 
-    /// Hands an event to every observer without waiting; a full queue drops it (counted).
+    /// Tells the inline observers, then hands the event to every queued observer without
+    /// waiting; a full queue drops it (counted).
     pub fn notify(&self, event: Event) {
         let chain = self.chain.read().clone();
+        for entry in &chain.inline {
+            let started = Instant::now();
+            let call = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                entry.plugin.on_event_inline(&event);
+            }));
+            if let Some(stats) = entry.stats(Hook::Inline) {
+                stats.observe(started.elapsed());
+                if call.is_err() {
+                    stats.errors.fetch_add(1, Relaxed);
+                }
+            }
+            if call.is_err() {
+                tracing::error!(plugin = entry.plugin.name(), "inline observer panicked");
+            }
+        }
         for observer in &chain.observers {
             if observer.queue.try_send(event.clone()).is_err() {
                 observer.drops.fetch_add(1, Relaxed);
@@ -264,7 +283,8 @@ impl Hooks {
     }
 
     pub fn has_observers(&self) -> bool {
-        !self.chain.read().observers.is_empty()
+        let chain = self.chain.read();
+        !chain.observers.is_empty() || !chain.inline.is_empty()
     }
 }
 
@@ -302,5 +322,55 @@ where
     match entry.settings.fallback {
         Fallback::Allow => Outcome::Continue,
         Fallback::Deny => Outcome::Stop(Decision::Deny(deny)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+    use crate::hooks::Event;
+
+    struct Counter {
+        seen: AtomicUsize,
+        panics: bool,
+    }
+
+    impl Plugin for Counter {
+        fn name(&self) -> &'static str {
+            if self.panics { "panics" } else { "counts" }
+        }
+
+        fn hooks(&self) -> &'static [Hook] {
+            &[Hook::Inline, Hook::Observe]
+        }
+
+        fn on_event_inline(&self, _event: &Event) {
+            self.seen.fetch_add(1, Relaxed);
+            assert!(!self.panics, "an inline observer that panics");
+        }
+    }
+
+    /// Inline observers see every event, however many come at once, while the queued
+    /// observer of the same plugin drops what its queue cannot hold; a panic is contained.
+    #[tokio::test]
+    async fn inline_observers_miss_nothing() {
+        let metrics = Arc::new(Metrics::default());
+        let counts = Arc::new(Counter { seen: AtomicUsize::new(0), panics: false });
+        let panics = Arc::new(Counter { seen: AtomicUsize::new(0), panics: true });
+        let settings = HookSettings { observer_queue: 1, ..HookSettings::default() };
+        let plugins: Vec<BuiltPlugin> =
+            vec![(counts.clone(), settings.clone()), (panics.clone(), settings)];
+        let hooks = Hooks::new(plugins, metrics.clone());
+        assert!(hooks.has_observers());
+        for _ in 0..100 {
+            hooks.notify(Event::Tick);
+        }
+        assert_eq!(counts.seen.load(Relaxed), 100);
+        assert_eq!(panics.seen.load(Relaxed), 100);
+        let stats = metrics.hook("panics", Hook::Inline.name());
+        assert_eq!(stats.errors.load(Relaxed), 100);
+        assert!(metrics.observer_drops("counts").load(Relaxed) > 0, "the queue is lossy");
     }
 }

@@ -12,6 +12,10 @@
 //! * **Observers** ([`Plugin::on_event`]) are told what happened, off the path, through a
 //!   bounded queue per plugin; when a plugin falls behind, events are dropped and counted
 //!   rather than slowing clients down.
+//! * **Inline observers** ([`Plugin::on_event_inline`]) are told at once, on the task where
+//!   it happened, and never miss an event: for bookkeeping that must not be lost (the chat's
+//!   acknowledgements and inbox subscriptions) and that never waits — a handler hands
+//!   anything slow to a task of its own.
 //!
 //! Plugins run in priority order (lowest first). Each answers [`Outcome::Continue`] (fine by
 //! me, ask the next), [`Outcome::Stop`] (final answer, skip the rest) or [`Outcome::Defer`]
@@ -46,6 +50,7 @@ pub enum Hook {
     Authorize,
     OnPublish,
     Observe,
+    Inline,
 }
 
 impl Hook {
@@ -55,6 +60,7 @@ impl Hook {
             Hook::Authorize => "authorize",
             Hook::OnPublish => "on_publish",
             Hook::Observe => "on_event",
+            Hook::Inline => "on_event_inline",
         }
     }
 }
@@ -268,4 +274,8 @@ pub trait Plugin: Send + Sync + 'static {
     }
 
     async fn on_event(&self, _event: &Event) {}
+
+    /// [`Hook::Inline`]: called synchronously where the event happens (a client's task),
+    /// every time. Must not block or wait; a panic is caught and counted.
+    fn on_event_inline(&self, _event: &Event) {}
 }

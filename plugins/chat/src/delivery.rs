@@ -10,7 +10,8 @@
 //!
 //! Acknowledgements (`Event::Delivered`) go to the device's pump through its control
 //! channel, so cursor writes and receipts (`receipts.rs`) happen in order per device and the
-//! observer (`on_event`) never waits on the store.
+//! inline observer (`on_event_inline`, on the acknowledging client's task) never waits on
+//! the store.
 //!
 //! A pump belongs to one connection: a second SUBSCRIBE on the same connection keeps it
 //! (nothing is sent twice within a connection); a new connection replaces it and starts again

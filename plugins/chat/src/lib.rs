@@ -227,7 +227,7 @@ impl Plugin for ChatPlugin {
     }
 
     fn hooks(&self) -> &'static [Hook] {
-        &[Hook::OnPublish, Hook::Observe]
+        &[Hook::OnPublish, Hook::Inline]
     }
 
     fn reload(&self, table: toml::Table) -> Result<(), PluginError> {
@@ -257,7 +257,9 @@ impl Plugin for ChatPlugin {
         Ok(publish::on_publish(&self.chat, client, message).await)
     }
 
-    async fn on_event(&self, event: &Event) {
+    /// Inline: a lost acknowledgement would leave a device's pump waiting for it, and a
+    /// lost subscription a device without delivery. Every branch only hands work on.
+    fn on_event_inline(&self, event: &Event) {
         match event {
             Event::Subscribed { client, filter } => {
                 delivery::subscribed(&self.chat, client, filter);
