@@ -137,11 +137,11 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// WAL frames after which a commit checkpoints itself: only a backstop for the checkpoint
 /// thread (`writer.rs`), above the point where the WAL is made to start over.
-const WAL_BACKSTOP_PAGES: i64 = 24_576;
+const WAL_BACKSTOP_PAGES: i64 = 49_152;
 
 /// Zeros written into the WAL file before first use when commits are fsynced (see
 /// [`preallocate_wal`]); the WAL is made to start over once half of it is used.
-pub const WAL_PREALLOCATED: u64 = 32 * 1024 * 1024;
+pub const WAL_PREALLOCATED: u64 = 64 * 1024 * 1024;
 
 /// WAL frames after which the writer finishes a checkpoint so the WAL starts over.
 pub const WAL_RESTART_FRAMES: i64 = (WAL_PREALLOCATED / 2 / (PAGE_SIZE as u64 + 24)) as i64;
@@ -198,7 +198,7 @@ pub fn open_writer(path: &Path, fsync: bool) -> Result<Connection, StoreError> {
     // Checkpoints run on their own thread (`writer.rs`); SQLite's own, which stalls the
     // commit that triggers it, is only a backstop.
     conn.pragma_update(None, "wal_autocheckpoint", WAL_BACKSTOP_PAGES).map_err(backend)?;
-    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024).map_err(backend)?;
+    conn.pragma_update(None, "journal_size_limit", 2 * WAL_PREALLOCATED as i64).map_err(backend)?;
     // Inboxes and indexes are written all over; keeping their pages cached saves rereads.
     conn.pragma_update(None, "cache_size", -64 * 1024).map_err(backend)?;
     migrate(&mut conn)?;
