@@ -199,8 +199,9 @@ pub fn open_writer(path: &Path, fsync: bool) -> Result<Connection, StoreError> {
     // commit that triggers it, is only a backstop.
     conn.pragma_update(None, "wal_autocheckpoint", WAL_BACKSTOP_PAGES).map_err(backend)?;
     conn.pragma_update(None, "journal_size_limit", 2 * WAL_PREALLOCATED as i64).map_err(backend)?;
-    // Inboxes and indexes are written all over; keeping their pages cached saves rereads.
-    conn.pragma_update(None, "cache_size", -64 * 1024).map_err(backend)?;
+    // Recent appends wait in memory (`unflushed.rs`), so the pages written are mostly new
+    // ones; a larger cache only made each commit's walk of it longer.
+    conn.pragma_update(None, "cache_size", -8 * 1024).map_err(backend)?;
     migrate(&mut conn)?;
     Ok(conn)
 }

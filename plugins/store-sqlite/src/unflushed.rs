@@ -10,7 +10,9 @@
 //! tables, so an item written out meanwhile is found in the tables (and merged once). The
 //! writer thread is the only one that changes this state, after its transaction commits.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+
+use foldhash::{HashMap, HashSet};
 
 use bytes::Bytes;
 use rusqlite::{Connection, params};
@@ -292,7 +294,7 @@ impl Unflushed {
     /// their inbox's stored head) are left out; the other items are idempotent.
     pub fn recover(conn: &Connection, now: u64) -> Result<Unflushed, StoreError> {
         let mut unflushed = Unflushed::default();
-        let mut heads: HashMap<String, u64> = HashMap::new();
+        let mut heads: HashMap<String, u64> = HashMap::default();
         let mut statement =
             conn.prepare("SELECT id, items FROM journal ORDER BY id").map_err(backend)?;
         let mut rows = statement.query([]).map_err(backend)?;
