@@ -50,7 +50,7 @@ impl Appends {
         let chat_id = (message.chat.clone(), message.id);
         if self.ids.contains(&chat_id)
             || waiting.has_message(&message.chat, message.id)
-            || message_exists(conn, &message.chat, id)?
+            || (waiting.may_be_stored(message.id) && message_exists(conn, &message.chat, id)?)
         {
             return Err(StoreError::Conflict(format!("message id {}", message.id)));
         }

@@ -129,6 +129,13 @@ const MIGRATIONS: &[&str] = &[
         id INTEGER PRIMARY KEY,
         items BLOB NOT NULL
     );
+    -- The highest message id in `messages`: a newer id needs no lookup to be known unused.
+    CREATE TABLE store_state (
+        key TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO store_state (key, value)
+        VALUES ('max_message_id', coalesce((SELECT max(id) FROM messages), 0));
     ",
 ];
 

@@ -219,6 +219,9 @@ async fn journal_and_tables_agree_across_reopen() {
         for (id, key) in [(1, "k1"), (2, "k2")] {
             let again = store.append_message(message(9, "alice", "bob", Some(key))).await;
             assert_eq!(again.unwrap(), Appended::Duplicate { id });
+            // A stored id is not used again, whether it waits in memory or not.
+            let reused = store.append_message(message(id, "alice", "bob", None)).await;
+            assert!(matches!(reused, Err(StoreError::Conflict(_))), "{reused:?}");
         }
         drop(store);
     }

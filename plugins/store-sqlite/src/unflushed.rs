@@ -84,6 +84,8 @@ pub struct Unflushed {
     /// The newest journal row added.
     last_row: i64,
     items: usize,
+    /// The highest message id written to the `messages` table.
+    max_stored_id: u64,
 }
 
 impl Unflushed {
@@ -228,6 +230,9 @@ impl Unflushed {
                     .unwrap_or_default(),
                 Group::Chat(chat) => {
                     let messages = self.chats.remove(chat).unwrap_or_default();
+                    if let Some((&newest, _)) = messages.last_key_value() {
+                        self.max_stored_id = self.max_stored_id.max(newest);
+                    }
                     for message in messages.values() {
                         if let Some(key) = &message.key {
                             self.keys.remove(&(message.sender.clone(), key.clone()));
@@ -281,6 +286,12 @@ impl Unflushed {
         self.chats.get(chat).is_some_and(|messages| messages.contains_key(&id))
     }
 
+    /// Whether a message with this id may be in the `messages` table (ids above every
+    /// stored one are not: the store checks for reuse without a lookup).
+    pub fn may_be_stored(&self, id: u64) -> bool {
+        id <= self.max_stored_id
+    }
+
     /// A chat's waiting messages with id < `before`, newest first, at most `limit`.
     pub fn history(&self, chat: &str, before: u64, limit: usize) -> Vec<StoredMessage> {
         let Some(messages) = self.chats.get(chat) else { return Vec::new() };
@@ -293,7 +304,12 @@ impl Unflushed {
     /// Reads the journal back after a restart. Entries already written out (at or below
     /// their inbox's stored head) are left out; the other items are idempotent.
     pub fn recover(conn: &Connection, now: u64) -> Result<Unflushed, StoreError> {
-        let mut unflushed = Unflushed::default();
+        let max_stored_id = conn
+            .query_row("SELECT value FROM store_state WHERE key = 'max_message_id'", [], |r| {
+                crate::uint(r, 0)
+            })
+            .map_err(backend)?;
+        let mut unflushed = Unflushed { max_stored_id, ..Unflushed::default() };
         let mut heads: HashMap<String, u64> = HashMap::default();
         let mut statement =
             conn.prepare("SELECT id, items FROM journal ORDER BY id").map_err(backend)?;
@@ -403,6 +419,13 @@ fn write_messages(
         if let Some(client_msg_id) = &message.key {
             key.execute(params![message.sender, client_msg_id, int(id)]).map_err(backend)?;
         }
+    }
+    if let Some((&newest, _)) = messages.last_key_value() {
+        conn.prepare_cached(
+            "UPDATE store_state SET value = max(value, ?1) WHERE key = 'max_message_id'",
+        )
+        .and_then(|mut s| s.execute([int(newest)]))
+        .map_err(backend)?;
     }
     Ok(())
 }
