@@ -206,9 +206,10 @@ pub fn open_writer(path: &Path, fsync: bool) -> Result<Connection, StoreError> {
     // commit that triggers it, is only a backstop.
     conn.pragma_update(None, "wal_autocheckpoint", WAL_BACKSTOP_PAGES).map_err(backend)?;
     conn.pragma_update(None, "journal_size_limit", 2 * WAL_PREALLOCATED as i64).map_err(backend)?;
-    // Recent appends wait in memory (`unflushed.rs`), so the pages written are mostly new
-    // ones; a larger cache only made each commit's walk of it longer.
-    conn.pragma_update(None, "cache_size", -8 * 1024).map_err(backend)?;
+    // Recent appends wait in memory (`unflushed.rs`), so the cache mostly serves the
+    // idempotency-key and head lookups; 64 MiB made each commit's walk of it longer, 8 MiB
+    // sent those lookups to the file as the tables grew.
+    conn.pragma_update(None, "cache_size", -24 * 1024).map_err(backend)?;
     migrate(&mut conn)?;
     Ok(conn)
 }
