@@ -39,8 +39,8 @@ fn deny(code: ReasonCode) -> Outcome {
 const HANDLED: Outcome = Outcome::Stop(Decision::Handled);
 
 /// A store failure, as a PUBACK reason: the client should retry later.
-fn store_failed(error: &StoreError) -> Outcome {
-    tracing::warn!(%error, "chat store failed");
+fn store_failed(error: &StoreError, user: &str, device: &str) -> Outcome {
+    tracing::warn!(%error, user, device, "chat store failed");
     match error {
         StoreError::Backend(_) => deny(ReasonCode::SERVER_BUSY),
         _ => deny(ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR),
@@ -83,7 +83,7 @@ pub(crate) async fn on_publish(
                     mark_read(chat, sender, device, peer, read.up_to).await
                 }
                 Some(outbound::Body::Typing(typing)) => {
-                    self::typing(chat, sender, peer, typing.active).await
+                    self::typing(chat, sender, device, peer, typing.active).await
                 }
                 None => deny(ReasonCode::PAYLOAD_FORMAT_INVALID),
             }
@@ -122,12 +122,12 @@ async fn send(
     match chat.directory.user_exists(&*chat.store, peer).await {
         Ok(true) => {}
         Ok(false) => return deny(ReasonCode::TOPIC_NAME_INVALID),
-        Err(error) => return store_failed(&error),
+        Err(error) => return store_failed(&error, sender, device),
     }
     match chat.directory.is_blocked(&*chat.store, sender, peer).await {
         Ok(false) => {}
         Ok(true) => return deny(ReasonCode::NOT_AUTHORIZED),
-        Err(error) => return store_failed(&error),
+        Err(error) => return store_failed(&error, sender, device),
     }
     if !chat.rate.try_take(sender) {
         return deny(ReasonCode::QUOTA_EXCEEDED);
@@ -176,7 +176,7 @@ async fn send(
             tracing::debug!(id, "duplicate client_msg_id: already stored");
             HANDLED
         }
-        Err(error) => store_failed(&error),
+        Err(error) => store_failed(&error, sender, device),
     }
 }
 
@@ -193,16 +193,16 @@ async fn mark_read(
     match chat.directory.user_exists(&*chat.store, peer).await {
         Ok(true) => {}
         Ok(false) => return deny(ReasonCode::TOPIC_NAME_INVALID),
-        Err(error) => return store_failed(&error),
+        Err(error) => return store_failed(&error, reader, device),
     }
     match receipts::read(chat, reader, device, peer, up_to).await {
         Ok(()) => HANDLED,
-        Err(error) => store_failed(&error),
+        Err(error) => store_failed(&error, reader, device),
     }
 }
 
 /// Typing is not stored: it goes now, at QoS 0, to the peer's connected devices, or nowhere.
-async fn typing(chat: &Arc<Chat>, sender: &str, peer: &str, active: bool) -> Outcome {
+async fn typing(chat: &Arc<Chat>, sender: &str, device: &str, peer: &str, active: bool) -> Outcome {
     let devices = chat.inboxes.devices(peer);
     if devices.is_empty() || peer == sender {
         return HANDLED;
@@ -210,7 +210,7 @@ async fn typing(chat: &Arc<Chat>, sender: &str, peer: &str, active: bool) -> Out
     match chat.directory.is_blocked(&*chat.store, sender, peer).await {
         Ok(false) => {}
         Ok(true) => return HANDLED,
-        Err(error) => return store_failed(&error),
+        Err(error) => return store_failed(&error, sender, device),
     }
     let Some(broker) = chat.broker() else { return HANDLED };
     let message = envelope::inbox_publish(peer, envelope::typing(sender, active), QoS::AtMostOnce);
