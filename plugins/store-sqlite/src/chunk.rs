@@ -15,25 +15,13 @@
 use bytes::Bytes;
 use seed_chat_core::InboxEntry;
 
-use crate::frame::{self, Reader};
+use crate::frame::{self, Damaged, Reader};
 
 /// Appends one entry's frame to a chunk being built.
 pub fn push(chunk: &mut Vec<u8>, envelope: &[u8], skip_device: Option<&str>) {
     frame::put_bytes(chunk, envelope);
     frame::put_optional(chunk, skip_device);
 }
-
-/// A chunk that does not parse (the file is damaged): the seq where it went wrong.
-#[derive(Debug)]
-pub struct Damaged(pub u64);
-
-impl std::fmt::Display for Damaged {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "damaged inbox chunk at seq {}", self.0)
-    }
-}
-
-impl std::error::Error for Damaged {}
 
 /// The entries of a chunk whose first entry has `first_seq`, skipping those at or below
 /// `after`, at most `limit` (appended to `out`).
@@ -48,8 +36,9 @@ pub fn read(
     let mut reader = Reader::new(chunk);
     let mut seq = first_seq;
     while !reader.is_empty() && out.len() < limit {
-        let envelope = reader.bytes().ok_or(Damaged(seq))?;
-        let skip_device = reader.optional().ok_or(Damaged(seq))?;
+        let damaged = || Damaged { what: "inbox chunk, seq", at: seq };
+        let envelope = reader.bytes().ok_or_else(damaged)?;
+        let skip_device = reader.optional().ok_or_else(damaged)?;
         if seq > after {
             out.push(InboxEntry { seq, envelope, skip_device, created_at });
         }

@@ -37,6 +37,22 @@ fn len32(len: usize) -> u32 {
     u32::try_from(len).unwrap_or(u32::MAX)
 }
 
+/// A blob that does not parse (the file is damaged): what it was, and where in it (an inbox
+/// chunk's seq, a journal row's item) reading went wrong.
+#[derive(Debug)]
+pub struct Damaged {
+    pub what: &'static str,
+    pub at: u64,
+}
+
+impl std::fmt::Display for Damaged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "damaged {} at {}", self.what, self.at)
+    }
+}
+
+impl std::error::Error for Damaged {}
+
 /// Reads a blob front to back.
 pub struct Reader(Bytes);
 

@@ -13,7 +13,7 @@
 
 use bytes::Bytes;
 
-use crate::frame::{self, Reader};
+use crate::frame::{self, Damaged, Reader};
 
 /// One appended thing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,24 +76,13 @@ fn encoded_len(item: &Item) -> usize {
     }
 }
 
-/// A journal row that does not parse: the file is damaged.
-#[derive(Debug)]
-pub struct Damaged;
-
-impl std::fmt::Display for Damaged {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("damaged journal row")
-    }
-}
-
-impl std::error::Error for Damaged {}
-
 /// The items of a journal row.
 pub fn decode(row: Bytes) -> Result<Vec<Item>, Damaged> {
     let mut reader = Reader::new(row);
     let mut items = Vec::new();
     while !reader.is_empty() {
-        items.push(item(&mut reader).ok_or(Damaged)?);
+        let at = items.len() as u64;
+        items.push(item(&mut reader).ok_or(Damaged { what: "journal row, item", at })?);
     }
     Ok(items)
 }
