@@ -83,6 +83,8 @@ pub struct Unflushed {
     live: BTreeMap<i64, usize>,
     /// The newest journal row added.
     last_row: i64,
+    /// Journal rows below this one are deleted (committed).
+    cleared_below: i64,
     items: usize,
     /// The highest message id written to the `messages` table.
     max_stored_id: u64,
@@ -144,8 +146,20 @@ impl Unflushed {
     }
 
     /// Journal rows below this one hold nothing that waits here.
-    pub fn first_live_row(&self) -> i64 {
+    fn first_live_row(&self) -> i64 {
         self.live.first_key_value().map_or(self.last_row + 1, |(&row, _)| row)
+    }
+
+    /// The journal rows below the returned one can be deleted, and some of them still are
+    /// (None: nothing to delete since the last time).
+    pub fn journal_to_clear(&self) -> Option<i64> {
+        let below = self.first_live_row();
+        (below > self.cleared_below).then_some(below)
+    }
+
+    /// The rows below `below` were deleted, and that is committed.
+    pub fn journal_cleared(&mut self, below: i64) {
+        self.cleared_below = self.cleared_below.max(below);
     }
 
     /// The groups to write out now (oldest first) in a transaction that appends `incoming`

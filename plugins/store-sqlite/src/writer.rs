@@ -146,11 +146,14 @@ fn commit_batch(
     }
     let (items, mut written) = appends.into_items();
     let due = unflushed.due(now, items.len(), &written);
+    let clear = unflushed.journal_to_clear();
     let finish = || -> Result<Option<i64>, StoreError> {
         unflushed.write(conn, &due)?;
-        conn.prepare_cached("DELETE FROM journal WHERE id < ?1")
-            .and_then(|mut s| s.execute([unflushed.first_live_row()]))
-            .map_err(backend)?;
+        if let Some(below) = clear {
+            conn.prepare_cached("DELETE FROM journal WHERE id < ?1")
+                .and_then(|mut s| s.execute([below]))
+                .map_err(backend)?;
+        }
         let row = if items.is_empty() {
             None
         } else {
@@ -168,6 +171,9 @@ fn commit_batch(
         Ok(row) => {
             written.extend(due);
             let mut unflushed = unflushed::write(waiting);
+            if let Some(below) = clear {
+                unflushed.journal_cleared(below);
+            }
             unflushed.forget(&written);
             if let Some(row) = row {
                 unflushed.add(items, row, now);
