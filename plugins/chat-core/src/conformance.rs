@@ -51,6 +51,7 @@ where
     append_assigns_seqs(make().await).await;
     append_keeps_entries(make().await).await;
     idempotency(make().await).await;
+    applied_then_durable(make().await).await;
     concurrent_appends(make().await).await;
     inbox_paging(make().await).await;
     cursors(make().await).await;
@@ -343,6 +344,42 @@ pub async fn idempotency(store: Arc<dyn ChatStore>) {
         other => panic!("idempotency: concurrent same-key appends gave {other:?}"),
     }
     assert_eq!(store.last_seq("bob").await.unwrap(), 5, "idempotency: race stored twice");
+}
+
+/// `append_message_applied`: what it applied is read back at once and becomes durable; a
+/// resend applied while its first copy is still unsynced is a duplicate; one applied
+/// message is never stored twice however the two steps interleave with other calls.
+pub async fn applied_then_durable(store: Arc<dyn ChatStore>) {
+    let (appended, durable) =
+        store.append_message_applied(message(1, "alice", "bob", Some("k"))).await.unwrap();
+    assert_eq!(seqs_of(appended, "applied"), vec![1, 1]);
+    // Applied, maybe not durable yet: readable already.
+    let bob = store.inbox("bob", 0, 10).await.unwrap();
+    assert_eq!(bob.len(), 1, "applied: the entry must be readable before it is durable");
+    assert_eq!(store.last_seq("alice").await.unwrap(), 1);
+    let (resent, resent_durable) =
+        store.append_message_applied(message(2, "alice", "bob", Some("k"))).await.unwrap();
+    assert_eq!(
+        resent,
+        Appended::Duplicate { id: 1 },
+        "applied: a resend before the first copy is durable must be its Duplicate"
+    );
+    resent_durable.wait().await.expect("applied: a duplicate's Durable failed");
+    durable.wait().await.expect("applied: Durable failed");
+    // Many in flight at once, each waited for after the next was applied.
+    let mut pending = Vec::new();
+    for id in 3..23 {
+        let (appended, durable) =
+            store.append_message_applied(message(id, "carol", "bob", None)).await.unwrap();
+        pending.push((seqs_of(appended, "applied in flight")[0], durable));
+    }
+    for (expected, (seq, durable)) in (2..).zip(pending) {
+        assert_eq!(seq, expected, "applied: seqs out of order while not yet durable");
+        durable.wait().await.expect("applied: Durable failed");
+    }
+    let seqs: Vec<u64> = store.inbox("bob", 0, 100).await.unwrap().iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=21).collect::<Vec<_>>(), "applied: inbox after the durables");
+    assert_eq!(store.history(&dm_chat("alice", "bob"), None, 10).await.unwrap().len(), 1);
 }
 
 /// Many concurrent appends: every inbox's seqs are unique and gapless.

@@ -10,9 +10,19 @@
 //! [`ChatStore::append_message`] returns. Implementations are expected to batch concurrent
 //! calls into one commit (group commit); callers do not batch themselves.
 //!
+//! [`ChatStore::append_message_applied`] splits that wait in two, so that delivering a
+//! message to its recipients need not wait for the disk: the first step returns once the
+//! message is *applied* (seqs final, visible to reads, safe from a crash of the process),
+//! and a [`Durable`] completes once it is durable. The sender's acknowledgement still waits
+//! for the second.
+//!
 //! Inbox entries hold an encoded `seed.v1.Envelope` *without* its `seq` field. Protobuf
 //! merges concatenated encodings, so a sender prepends the seq field (`0x08`, varint) to the
 //! stored bytes to get the envelope it sends: no decode, no re-encode.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -112,6 +122,40 @@ pub enum Watermark {
     Read,
 }
 
+/// What a [`Durable`] waits for.
+type Pending = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
+
+/// Completes once an applied write is durable: see [`ChatStore::append_message_applied`].
+#[must_use = "an applied write may not be acknowledged before it is durable"]
+pub struct Durable(Option<Pending>);
+
+impl Durable {
+    /// Already durable.
+    pub fn now() -> Durable {
+        Durable(None)
+    }
+
+    /// Durable once `done` completes with `Ok`.
+    pub fn later(done: impl Future<Output = Result<(), StoreError>> + Send + 'static) -> Durable {
+        Durable(Some(Box::pin(done)))
+    }
+
+    /// Waits until the write is durable. An error means it may not be: the write must not
+    /// be acknowledged.
+    pub async fn wait(self) -> Result<(), StoreError> {
+        match self.0 {
+            None => Ok(()),
+            Some(done) => done.await,
+        }
+    }
+}
+
+impl fmt::Debug for Durable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() { "Durable(pending)" } else { "Durable(now)" })
+    }
+}
+
 #[async_trait]
 pub trait ChatStore: Send + Sync + 'static {
     // Accounts.
@@ -151,9 +195,23 @@ pub trait ChatStore: Send + Sync + 'static {
     // Messages and inboxes.
 
     /// Stores a message and its inbox entries atomically, each entry taking the next seq of
-    /// its user's inbox (seqs start at 1 and have no gaps). Idempotent on
+    /// its user's inbox (seqs start at 1 and increase by 1, except that after a power cut
+    /// they may jump; see [`ChatStore::append_message_applied`]). Idempotent on
     /// (sender, client_msg_id).
     async fn append_message(&self, message: NewMessage) -> Result<Appended, StoreError>;
+    /// [`ChatStore::append_message`] in two steps, so delivery need not wait for the disk.
+    /// Returns once the message is *applied*: its seqs are final, every read sees it, and a
+    /// crash of this process can no longer lose it. The [`Durable`] completes once it is as
+    /// durable as `append_message` makes it; nothing may be acknowledged to the sender
+    /// before then. An applied message that a power cut loses had seqs that the backend
+    /// never hands out again (a recipient may hold them). The default does both steps
+    /// before returning.
+    async fn append_message_applied(
+        &self,
+        message: NewMessage,
+    ) -> Result<(Appended, Durable), StoreError> {
+        Ok((self.append_message(message).await?, Durable::now()))
+    }
     /// Stores inbox entries that are not messages (receipts, group events); returns their
     /// seqs in order.
     async fn append_entries(&self, entries: Vec<NewEntry>) -> Result<Vec<u64>, StoreError>;
