@@ -12,7 +12,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use seed_chat_core::{Appended, NewEntry, NewMessage, StoreError};
 
 use crate::journal::Item;
-use crate::unflushed::{Group, Unflushed};
+use crate::unflushed::{Slice, Unflushed};
 use crate::{backend, reads, uint};
 
 /// The appends of the transaction being built.
@@ -27,8 +27,8 @@ pub struct Appends {
     ids: HashSet<(String, u64)>,
     /// (user, device) → highest acknowledged seq.
     cursors: HashMap<(String, String), u64>,
-    /// Groups written out in this transaction (expiry writes inboxes out early).
-    pub written: Vec<Group>,
+    /// Written out in this transaction (expiry writes inboxes out early).
+    pub written: Vec<Slice>,
 }
 
 impl Appends {
@@ -85,7 +85,8 @@ impl Appends {
                     Some(head) => head,
                     None => reads::last_seq(conn, &entry.user_id).map_err(backend)?,
                 };
-                self.heads.insert(entry.user_id.clone(), head);
+                let floor = waiting.seq_floor().saturating_sub(1);
+                self.heads.insert(entry.user_id.clone(), head.max(floor));
             }
         }
         let mut seqs = Vec::with_capacity(entries.len());
@@ -146,7 +147,7 @@ impl Appends {
     }
 
     /// Everything appended, for the journal.
-    pub fn into_items(mut self) -> (Vec<Item>, Vec<Group>) {
+    pub fn into_items(mut self) -> (Vec<Item>, Vec<Slice>) {
         let cursors = self.cursors.into_iter();
         self.items.extend(cursors.map(|((user, device), seq)| Item::Cursor { user, device, seq }));
         (self.items, self.written)

@@ -11,15 +11,19 @@
 //! ```
 //!
 //! Shaped like the broker's own store: one writer thread with group commit (`writer.rs`),
-//! concurrent readers on read-only connections (`reads.rs`), a versioned schema
-//! (`schema.rs`), and [`SqliteChatStore`] (`store.rs`) tying them to the trait. Appends are
-//! committed as one journal row per transaction (`appends.rs`, `journal.rs`) and wait in
-//! memory (`unflushed.rs`) until they are written to their tables grouped, an inbox's
-//! entries as chunks (`chunk.rs`); `frame.rs` is the byte format of those blobs. The
-//! contract itself is checked by `seed_chat_core::conformance`, which the tests here run.
+//! the fsync of its commits on a thread of its own (`durable.rs`; seqs after a power cut
+//! in `floor.rs`), concurrent readers on read-only connections (`reads.rs`), a versioned
+//! schema (`schema.rs`), and [`SqliteChatStore`] (`store.rs`) tying them to the trait.
+//! Appends are committed as one journal row per transaction (`appends.rs`, `journal.rs`)
+//! and wait in memory (`unflushed.rs`) until they are written to their tables grouped, an
+//! inbox's entries as chunks (`chunk.rs`); `frame.rs` is the byte format of those blobs.
+//! The contract itself is checked by `seed_chat_core::conformance`, which the tests here
+//! run.
 
 mod appends;
 mod chunk;
+mod durable;
+mod floor;
 mod frame;
 mod journal;
 mod reads;
@@ -49,8 +53,9 @@ pub const NAME: &str = "store-sqlite";
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Wait for the disk before answering a write (`synchronous = FULL`). Off, a power cut
-    /// may lose the last acknowledged messages; a crash of the process still loses nothing.
+    /// Wait for the disk before answering a write (an fsync of the WAL per group of
+    /// commits). Off, a power cut may lose the last acknowledged messages; a crash of the
+    /// process still loses nothing.
     #[serde(default = "yes")]
     pub fsync: bool,
     /// The database file; a relative path is taken from the data directory. Default

@@ -6,6 +6,7 @@
 //! written by a newer build (more steps than this build knows) is refused rather than
 //! guessed at. A new step is appended to [`MIGRATIONS`]; existing steps are never edited.
 
+use std::fs::File;
 use std::path::Path;
 use std::time::Duration;
 
@@ -147,7 +148,7 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 const WAL_BACKSTOP_PAGES: i64 = 49_152;
 
 /// Zeros written into the WAL file before first use when commits are fsynced (see
-/// [`preallocate_wal`]); the WAL is made to start over once half of it is used.
+/// [`open_wal`]); the WAL is made to start over once half of it is used.
 pub const WAL_PREALLOCATED: u64 = 64 * 1024 * 1024;
 
 /// WAL frames after which the writer finishes a checkpoint so the WAL starts over.
@@ -158,33 +159,36 @@ const PAGE_SIZE: i64 = 2048;
 /// How long a connection waits for a lock (a checkpoint, another process) before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Gives the WAL file zeroed blocks to write its frames into. A commit whose frames land
-/// past the end of the file grows it, and its fsync then commits file-system metadata too:
-/// ~4 ms against ~0.1 ms for blocks the file already has, on this project's test machines.
-/// SQLite reads frames only up to the last valid one, so zeros past them are never read.
-/// Called while no transaction is open, so nothing writes to the WAL meanwhile.
-pub fn preallocate_wal(path: &Path) -> Result<(), StoreError> {
+/// Opens the WAL file for `durable.rs` to fsync, and with `preallocate` gives it zeroed
+/// blocks to write its frames into: a commit whose frames land past the end of the file
+/// grows it, and the fsync then commits file-system metadata too (~4 ms against ~0.1 ms
+/// for blocks the file already has, on this project's test machines). SQLite reads frames
+/// only up to the last valid one, so zeros past them are never read. Called while no
+/// transaction is open, so nothing writes to the WAL meanwhile. The file and its directory
+/// entry are on disk when this returns, with whatever was committed before.
+pub fn open_wal(path: &Path, preallocate: bool) -> Result<File, StoreError> {
     use std::io::Write as _;
     let mut wal_path = path.as_os_str().to_owned();
     wal_path.push("-wal");
-    let failed = |e: std::io::Error| StoreError::Backend(format!("preallocating the WAL: {e}"));
+    let failed = |e: std::io::Error| StoreError::Backend(format!("opening the WAL: {e}"));
     let mut file =
         std::fs::OpenOptions::new().create(true).append(true).open(&wal_path).map_err(failed)?;
     let mut size = file.metadata().map_err(failed)?.len();
-    if size >= WAL_PREALLOCATED {
-        return Ok(());
-    }
-    let zeros = vec![0u8; 1 << 20];
-    while size < WAL_PREALLOCATED {
+    let zeros = vec![0u8; if preallocate { 1 << 20 } else { 0 }];
+    while preallocate && size < WAL_PREALLOCATED {
         let n = zeros.len().min((WAL_PREALLOCATED - size) as usize);
         file.write_all(&zeros[..n]).map_err(failed)?;
         size += n as u64;
     }
-    file.sync_all().map_err(failed)
+    file.sync_all().map_err(failed)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        File::open(dir).and_then(|d| d.sync_all()).map_err(failed)?;
+    }
+    Ok(file)
 }
 
 /// Opens (creating it if needed) the writer's connection and brings the schema up to date.
-pub fn open_writer(path: &Path, fsync: bool) -> Result<Connection, StoreError> {
+pub fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Backend(format!("{}: {e}", dir.display())))?;
@@ -197,10 +201,10 @@ pub fn open_writer(path: &Path, fsync: bool) -> Result<Connection, StoreError> {
     // (1 KiB about the same as 2, 512 B worse: too many splits). Set when the file is created.
     conn.pragma_update(None, "page_size", PAGE_SIZE).map_err(backend)?;
     conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
-    // FULL: every commit's WAL frames are fsynced before the commit returns, so an answered
-    // write survives a power cut. NORMAL: survives a process crash, not a power cut.
-    conn.pragma_update(None, "synchronous", if fsync { "FULL" } else { "NORMAL" })
-        .map_err(backend)?;
+    // NORMAL: a commit writes its WAL frames and returns; it survives a crash of the
+    // process, and with `fsync` on, `durable.rs` puts it on disk before it is answered.
+    // (FULL would fsync inside the commit, on the writer thread.) Checkpoints still sync.
+    conn.pragma_update(None, "synchronous", "NORMAL").map_err(backend)?;
     conn.set_prepared_statement_cache_capacity(64);
     // Checkpoints run on their own thread (`writer.rs`); SQLite's own, which stalls the
     // commit that triggers it, is only a backstop.
@@ -258,20 +262,20 @@ mod tests {
     fn migrates_once_and_refuses_a_newer_schema() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub").join("chat.db");
-        let conn = open_writer(&path, false).unwrap();
+        let conn = open_writer(&path).unwrap();
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
         assert_eq!(version, SCHEMA_VERSION);
         conn.execute("INSERT INTO users VALUES ('a', 'h', 1)", []).unwrap();
         drop(conn);
 
         // Reopening applies nothing again and keeps the data.
-        let conn = open_writer(&path, false).unwrap();
+        let conn = open_writer(&path).unwrap();
         let n: i64 = conn.query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0)).unwrap();
         assert_eq!(n, 1);
         conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
         drop(conn);
 
-        let err = open_writer(&path, false).unwrap_err();
+        let err = open_writer(&path).unwrap_err();
         assert!(matches!(&err, StoreError::Backend(m) if m.contains("newer")), "{err:?}");
     }
 
@@ -293,7 +297,7 @@ mod tests {
         .unwrap();
         drop(conn);
 
-        let conn = open_writer(&path, false).unwrap();
+        let conn = open_writer(&path).unwrap();
         let entries = crate::reads::inbox(&conn, "bob", 0, 10).unwrap();
         let seen: Vec<_> = entries
             .iter()

@@ -1,7 +1,8 @@
 //! [`SqliteChatStore`]: the [`ChatStore`] contract on one SQLite file.
 //!
 //! This file only routes calls: writes go to the writer thread (`writer.rs`) and wait for
-//! its answer, which comes after their group's commit; reads look at the appends still in
+//! its answer, which comes after their group's commit, and then for that commit's fsync
+//! (`durable.rs`); reads look at the appends still in
 //! memory (`unflushed.rs`) and, when those do not answer them, go to the read pool
 //! (`reads.rs`). Owned copies of the arguments cross to those threads, since neither may
 //! borrow from an async caller.
@@ -13,15 +14,16 @@ use std::thread;
 
 use async_trait::async_trait;
 use seed_chat_core::{
-    Appended, ChatStore, InboxEntry, NewEntry, NewMessage, RefreshToken, StoreError, StoredMessage,
-    UserRecord, Watermark, now_millis,
+    Appended, ChatStore, Durable, InboxEntry, NewEntry, NewMessage, RefreshToken, StoreError,
+    StoredMessage, UserRecord, Watermark, now_millis,
 };
 use tokio::sync::oneshot;
 
+use crate::durable::Syncer;
 use crate::reads::{self, Readers};
-use crate::schema;
 use crate::unflushed::{self, Unflushed, Waiting};
 use crate::writer::{self, Job, Reply, Write};
+use crate::{floor, schema};
 
 /// The embedded chat store. Cheap to share behind an `Arc`; dropping the last handle lets
 /// the writer finish what is queued and stop.
@@ -31,6 +33,8 @@ pub struct SqliteChatStore {
     readers: Arc<Readers>,
     /// Appends committed to the journal and not yet to their tables.
     waiting: Arc<Waiting>,
+    /// With `fsync` on: the thread that puts commits on disk.
+    syncer: Option<Arc<Syncer>>,
     /// Dropped with the store: tells the checkpoint thread to stop.
     _checkpointer: mpsc::Sender<()>,
 }
@@ -43,34 +47,49 @@ impl std::fmt::Debug for SqliteChatStore {
 
 impl SqliteChatStore {
     /// Opens (or creates) the database at `path`, migrates it, and starts its writer.
-    /// With `fsync`, every answered write has reached the disk (`synchronous = FULL`);
-    /// without, a power cut may lose the last commits (a crash of the process does not).
+    /// With `fsync`, every answered write has reached the disk; without, a power cut may
+    /// lose the last commits (a crash of the process does not).
     pub fn open(path: &Path, fsync: bool) -> Result<SqliteChatStore, StoreError> {
-        let conn = schema::open_writer(path, fsync)?;
-        let checkpoints = schema::open_writer(path, fsync)?;
-        let waiting = Arc::new(Waiting::new(Unflushed::recover(&conn, now_millis())?));
-        if fsync {
-            // No transaction is open yet: nothing writes to the WAL while it grows.
-            schema::preallocate_wal(path)?;
+        let conn = schema::open_writer(path)?;
+        let checkpoints = schema::open_writer(path)?;
+        let mut unflushed = Unflushed::recover(&conn, now_millis())?;
+        unflushed.set_seq_floor(floor::seq_floor(&conn, unflushed.highest_seq(), fsync)?);
+        let waiting = Arc::new(Waiting::new(unflushed));
+        // No transaction is open yet: nothing writes to the WAL while it grows. This also
+        // puts what the recovery and the floor committed on disk.
+        let wal = schema::open_wal(path, fsync)?;
+        let spawn = |name: &str, run: Box<dyn FnOnce() + Send>| {
+            thread::Builder::new()
+                .name(name.into())
+                .spawn(run)
+                .map(drop)
+                .map_err(|e| StoreError::Backend(format!("starting {name}: {e}")))
+        };
+        let syncer = fsync.then(|| Arc::new(Syncer::new()));
+        if let Some(syncer) = syncer.clone() {
+            spawn("seed-chat-sync", Box::new(move || syncer.run(&wal)))?;
         }
         let (writes, jobs) = mpsc::channel();
         let finish_checkpoint = Arc::new(AtomicBool::new(false));
         let finish = finish_checkpoint.clone();
-        let writer_waiting = waiting.clone();
-        thread::Builder::new()
-            .name("seed-chat-store".into())
-            .spawn(move || writer::run(conn, jobs, &writer_waiting, &finish))
-            .map_err(|e| StoreError::Backend(format!("starting the writer: {e}")))?;
+        let (writer_waiting, writer_syncer) = (waiting.clone(), syncer.clone());
+        spawn(
+            "seed-chat-store",
+            Box::new(move || {
+                writer::run(conn, jobs, &writer_waiting, &finish, writer_syncer.as_deref())
+            }),
+        )?;
         let (alive, gone) = mpsc::channel::<()>();
-        thread::Builder::new()
-            .name("seed-chat-checkpoint".into())
-            .spawn(move || writer::checkpoints(checkpoints, gone, &finish_checkpoint))
-            .map_err(|e| StoreError::Backend(format!("starting the checkpointer: {e}")))?;
+        spawn(
+            "seed-chat-checkpoint",
+            Box::new(move || writer::checkpoints(checkpoints, gone, &finish_checkpoint)),
+        )?;
         Ok(SqliteChatStore {
             path: path.into(),
             writes,
             readers: Readers::new(path.into()),
             waiting,
+            syncer,
             _checkpointer: alive,
         })
     }
@@ -80,10 +99,27 @@ impl SqliteChatStore {
         &self.path
     }
 
-    async fn write(&self, write: Write) -> Result<Reply, StoreError> {
+    /// Sends `write` to the writer; returns its reply once applied, and what completes once
+    /// it is durable.
+    async fn apply(&self, write: Write) -> Result<(Reply, Durable), StoreError> {
         let (reply, answer) = oneshot::channel();
         self.writes.send(Job { write, reply }).map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        let (reply, commit) = answer.await.map_err(|_| stopped())??;
+        let durable = match &self.syncer {
+            Some(syncer) if syncer.synced() < commit => {
+                let syncer = syncer.clone();
+                Durable::later(async move { syncer.wait(commit).await })
+            }
+            _ => Durable::now(),
+        };
+        Ok((reply, durable))
+    }
+
+    /// Sends `write` to the writer; returns its reply once durable.
+    async fn write(&self, write: Write) -> Result<Reply, StoreError> {
+        let (reply, durable) = self.apply(write).await?;
+        durable.wait().await?;
+        Ok(reply)
     }
 }
 
@@ -161,9 +197,18 @@ impl ChatStore for SqliteChatStore {
     }
 
     async fn append_message(&self, message: NewMessage) -> Result<Appended, StoreError> {
-        match self.write(Write::AppendMessage(message)).await? {
-            Reply::Appended(appended) => Ok(appended),
-            other => Err(mismatch(other)),
+        let (appended, durable) = self.append_message_applied(message).await?;
+        durable.wait().await?;
+        Ok(appended)
+    }
+
+    async fn append_message_applied(
+        &self,
+        message: NewMessage,
+    ) -> Result<(Appended, Durable), StoreError> {
+        match self.apply(Write::AppendMessage(message)).await? {
+            (Reply::Appended(appended), durable) => Ok((appended, durable)),
+            (other, _) => Err(mismatch(other)),
         }
     }
 

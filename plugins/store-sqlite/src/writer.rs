@@ -2,10 +2,11 @@
 //!
 //! Every write call becomes a [`Write`] sent to this thread with a oneshot for its answer.
 //! The thread takes whatever has queued up, applies it all in one transaction and commits
-//! once (group commit): the commit, and with `fsync` on its fsync, is paid once per batch
-//! rather than once per call, which is what lets a single SQLite file take tens of
-//! thousands of messages a second. Answers go out only after the commit returns, so an
-//! answered write is durable.
+//! once (group commit): the commit is paid once per batch rather than once per call, which
+//! is what lets a single SQLite file take tens of thousands of messages a second. Answers
+//! go out after the commit returns, with the commit's number: the write is applied, and
+//! with `fsync` on it is durable once `durable.rs` has synced that commit, which the
+//! caller waits for (the next batch is meanwhile applied).
 //!
 //! Appends (messages, inbox entries, cursors) are gathered while the batch is applied and
 //! journaled as one row at its end (`appends.rs`, `journal.rs`); once committed they wait in
@@ -16,8 +17,9 @@
 //! assigned here, inside the transaction, so a failed call never burns a seq and
 //! concurrent callers can never get the same one.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -25,7 +27,8 @@ use seed_chat_core::{Appended, NewEntry, NewMessage, RefreshToken, StoreError, n
 use tokio::sync::oneshot;
 
 use crate::appends::Appends;
-use crate::unflushed::{self, Unflushed, Waiting};
+use crate::durable::{Syncer, UNSYNCED_ENTRIES};
+use crate::unflushed::{self, Slice, Unflushed, Waiting};
 use crate::{backend, int, journal, schema, uint, watermark_kind};
 
 /// The most calls one transaction takes; more wait for the next one, so a burst cannot
@@ -66,26 +69,33 @@ pub enum Reply {
     Count(u64),
 }
 
+/// What a write call gets back: its reply and the number of the commit that applied it.
+pub type Answer = Result<(Reply, u64), StoreError>;
+
 /// A write and where its answer goes.
 pub struct Job {
     pub write: Write,
-    pub reply: oneshot::Sender<Result<Reply, StoreError>>,
+    pub reply: oneshot::Sender<Answer>,
 }
 
 /// How often the checkpoint thread copies the WAL back into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
 /// The writer's loop: runs until every sender is gone, then finishes what is queued.
-/// `finish_checkpoint` is raised by the checkpoint thread when the writer outran it.
+/// `finish_checkpoint` is raised by the checkpoint thread when the writer outran it;
+/// `syncer` (with `fsync` on) is told of every commit.
 pub fn run(
     mut conn: Connection,
     jobs: mpsc::Receiver<Job>,
     waiting: &Waiting,
     finish_checkpoint: &AtomicBool,
+    syncer: Option<&Syncer>,
 ) {
     let mut batch = Vec::new();
     let mut results = Vec::new();
-    while let Ok(first) = jobs.recv() {
+    let mut commits = 0;
+    let mut unsynced = Unsynced::default();
+    while let Some(first) = next_job(&mut conn, &jobs, waiting) {
         if finish_checkpoint.swap(false, Ordering::Relaxed) {
             checkpoint(&conn);
         }
@@ -96,10 +106,118 @@ pub fn run(
                 Err(_) => break,
             }
         }
-        commit_batch(&mut conn, &batch, waiting, &mut results);
+        if let Some(error) = syncer.and_then(Syncer::failed) {
+            results.extend(batch.iter().map(|_| Err(error.clone())));
+        } else if let Some(entries) = commit_batch(&mut conn, &batch, waiting, &mut results) {
+            commits += 1;
+            if let Some(syncer) = syncer {
+                syncer.written(commits);
+                unsynced.add(syncer, commits, entries);
+            }
+        }
         for (job, result) in batch.drain(..).zip(results.drain(..)) {
             // The caller may have gone away (its future was dropped); the write stands.
-            let _ = job.reply.send(result);
+            let _ = job.reply.send(result.map(|reply| (reply, commits)));
+        }
+    }
+    if let Some(syncer) = syncer {
+        syncer.close();
+    }
+}
+
+/// The next call, or None once every sender is gone. While none waits, writes out what
+/// has waited long enough in memory, a slice per transaction (`unflushed.rs`).
+fn next_job(conn: &mut Connection, jobs: &mpsc::Receiver<Job>, waiting: &Waiting) -> Option<Job> {
+    loop {
+        match jobs.try_recv() {
+            Ok(job) => return Some(job),
+            Err(TryRecvError::Disconnected) => return None,
+            Err(TryRecvError::Empty) => {}
+        }
+        let now = now_millis();
+        let (slice, next_due) = {
+            let unflushed = unflushed::read(waiting);
+            (unflushed.idle_slice(now), unflushed.next_due(now))
+        };
+        if let Some(slice) = slice {
+            write_out(conn, waiting, slice);
+            // The calls this thread waits for come from threads that may share its core.
+            std::thread::yield_now();
+            continue;
+        }
+        let job = match next_due {
+            // Past due but not written (a failed write-out): retry after a pause.
+            Some(due) => jobs.recv_timeout(due.max(Duration::from_millis(10))),
+            None => jobs.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        match job {
+            Ok(job) => return Some(job),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return None,
+        }
+    }
+}
+
+/// Writes one slice of waiting items out to its table, in a transaction of its own.
+fn write_out(conn: &mut Connection, waiting: &Waiting, slice: Slice) {
+    let clear = unflushed::read(waiting).journal_to_clear();
+    let result = run_sql(conn, "BEGIN IMMEDIATE").and_then(|()| {
+        unflushed::read(waiting).write(conn, std::slice::from_ref(&slice))?;
+        if let Some(below) = clear {
+            delete_journal(conn, below)?;
+        }
+        run_sql(conn, "COMMIT")
+    });
+    match result {
+        Ok(()) => {
+            let mut unflushed = unflushed::write(waiting);
+            if let Some(below) = clear {
+                unflushed.journal_cleared(below);
+            }
+            unflushed.forget(&[slice]);
+        }
+        Err(e) => {
+            // The items stay in memory (and in the journal); the next attempt may succeed.
+            tracing::warn!(error = %e, "chat store: writing out journaled items failed");
+            let _ = run_sql(conn, "ROLLBACK");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+fn delete_journal(conn: &Connection, below: i64) -> Result<(), StoreError> {
+    conn.prepare_cached("DELETE FROM journal WHERE id < ?1")
+        .and_then(|mut s| s.execute([below]))
+        .map(drop)
+        .map_err(backend)
+}
+
+/// The inbox entries of commits not yet synced, which the writer keeps below
+/// [`UNSYNCED_ENTRIES`] (see `durable.rs`).
+#[derive(Default)]
+struct Unsynced {
+    /// (commit, its entries), oldest first.
+    commits: VecDeque<(u64, u64)>,
+    entries: u64,
+}
+
+impl Unsynced {
+    /// `commit` applied `entries`; blocks until the sync that brings the count back under
+    /// the cap, if it is over, so the commit's answers wait for it.
+    fn add(&mut self, syncer: &Syncer, commit: u64, entries: u64) {
+        self.commits.push_back((commit, entries));
+        self.entries += entries;
+        let mut synced = syncer.synced();
+        while let Some(&(oldest, entries)) = self.commits.front() {
+            if oldest > synced {
+                if self.entries <= UNSYNCED_ENTRIES || syncer.failed().is_some() {
+                    break;
+                }
+                syncer.block_until(oldest);
+                synced = syncer.synced().max(oldest);
+            }
+            self.commits.pop_front();
+            self.entries -= entries;
         }
     }
 }
@@ -113,7 +231,7 @@ pub fn run(
 /// every frame copied, and under steady load the writer has always committed more by then.
 /// Without restarts the file grows with every commit, and growing a file makes each
 /// commit's fsync a journaled metadata update (~4 ms here, against ~0.1 ms to overwrite
-/// blocks the file already has; `schema::preallocate_wal`). So once half the preallocated
+/// blocks the file already has; `schema::open_wal`). So once half the preallocated
 /// WAL is used, this thread asks the writer to copy the few frames committed meanwhile,
 /// between two batches; its next transaction then starts the WAL over. That stalls the
 /// writer for a database fsync, every few seconds at most. (`seed-bench chat` at 5,000
@@ -127,16 +245,17 @@ pub fn checkpoints(conn: Connection, store_gone: mpsc::Receiver<()>, finish: &At
 }
 
 /// Applies `batch` in one transaction, leaving one result per job in `results`; writes out
-/// what has waited long enough in memory in the same transaction.
+/// what must leave memory (too much waits) in the same transaction. Returns how many inbox
+/// entries it appended, or None if the commit failed.
 fn commit_batch(
     conn: &mut Connection,
     batch: &[Job],
     waiting: &Waiting,
     results: &mut Vec<Result<Reply, StoreError>>,
-) {
+) -> Option<u64> {
     if let Err(e) = run_sql(conn, "BEGIN IMMEDIATE") {
         results.extend(batch.iter().map(|_| Err(e.clone())));
-        return;
+        return None;
     }
     let now = now_millis();
     let unflushed = unflushed::read(waiting);
@@ -145,14 +264,13 @@ fn commit_batch(
         results.push(apply_alone(conn, &job.write, now, &unflushed, &mut appends));
     }
     let (items, mut written) = appends.into_items();
-    let due = unflushed.due(now, items.len(), &written);
+    let entries = items.iter().filter(|item| matches!(item, journal::Item::Entry { .. })).count();
+    let due = unflushed.forced(items.len(), &written);
     let clear = unflushed.journal_to_clear();
     let finish = || -> Result<Option<i64>, StoreError> {
         unflushed.write(conn, &due)?;
         if let Some(below) = clear {
-            conn.prepare_cached("DELETE FROM journal WHERE id < ?1")
-                .and_then(|mut s| s.execute([below]))
-                .map_err(backend)?;
+            delete_journal(conn, below)?;
         }
         let row = if items.is_empty() {
             None
@@ -178,6 +296,7 @@ fn commit_batch(
             if let Some(row) = row {
                 unflushed.add(items, row, now);
             }
+            Some(entries as u64)
         }
         Err(e) => {
             tracing::error!(error = %e, calls = batch.len(), "chat store commit failed");
@@ -186,6 +305,7 @@ fn commit_batch(
             for result in results.iter_mut() {
                 *result = Err(e.clone());
             }
+            None
         }
     }
 }
