@@ -165,17 +165,22 @@ async fn send(
         entries,
     };
     let entries = new.entries.clone();
-    match chat.store.append_message(new).await {
-        Ok(Appended::New { seqs }) => {
+    // Delivery starts once the message is applied; the PUBACK waits until it is durable.
+    let durable = match chat.store.append_message_applied(new).await {
+        Ok((Appended::New { seqs }, durable)) => {
             for (entry, seq) in entries.into_iter().zip(seqs) {
                 chat.inboxes.appended(entry, seq);
             }
-            HANDLED
+            durable
         }
-        Ok(Appended::Duplicate { id }) => {
+        Ok((Appended::Duplicate { id }, durable)) => {
             tracing::debug!(id, "duplicate client_msg_id: already stored");
-            HANDLED
+            durable
         }
+        Err(error) => return store_failed(&error, sender, device),
+    };
+    match durable.wait().await {
+        Ok(()) => HANDLED,
         Err(error) => store_failed(&error, sender, device),
     }
 }
