@@ -21,21 +21,18 @@ const ATTEMPTS: u32 = 5;
 
 /// A device acknowledged inbox entries: its cursor moves to the highest (or to `cursor`, when
 /// its pump passed over entries beyond), and the senders of the messages among them get a
-/// DELIVERED receipt.
+/// DELIVERED receipt. Cursors and watermarks only move forward, so two calls for one device
+/// may run at once and finish in either order.
 pub(crate) async fn acknowledged(
-    chat: &Arc<Chat>,
-    user: &str,
-    device: &str,
+    chat: Arc<Chat>,
+    user: String,
+    device: String,
     cursor: u64,
     acks: Vec<Acked>,
 ) {
     let highest = acks.iter().map(|a| a.seq).max().unwrap_or_default().max(cursor);
     if highest == 0 {
         return;
-    }
-    if let Err(error) = chat.store.set_cursor(user, device, highest).await {
-        // Not lost for good: the next acknowledgement writes a cursor past this one.
-        tracing::warn!(%error, user, device, "storing the cursor failed");
     }
     let mut latest: HashMap<String, u64> = HashMap::new();
     for (from, id) in acks.into_iter().filter_map(|a| a.message) {
@@ -44,19 +41,29 @@ pub(crate) async fn acknowledged(
             *up_to = (*up_to).max(id);
         }
     }
-    for (from, up_to) in latest {
-        let chat_key = dm_chat(user, &from);
-        let moved =
-            chat.store.advance_watermark(Watermark::Delivered, user, &chat_key, up_to).await;
-        match moved {
-            Ok(true) => {
-                let receipt = envelope::receipt(Kind::Delivered, user, up_to, "");
-                let entry = NewEntry { user_id: from, envelope: receipt, skip_device: None };
-                append(chat, vec![entry]).await;
+    let receipts = async {
+        for (from, up_to) in latest {
+            let chat_key = dm_chat(&user, &from);
+            let moved =
+                chat.store.advance_watermark(Watermark::Delivered, &user, &chat_key, up_to).await;
+            match moved {
+                Ok(true) => {
+                    let receipt = envelope::receipt(Kind::Delivered, &user, up_to, "");
+                    let entry = NewEntry { user_id: from, envelope: receipt, skip_device: None };
+                    append(&chat, vec![entry]).await;
+                }
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::warn!(%error, user, "advancing the delivered watermark failed");
+                }
             }
-            Ok(false) => {}
-            Err(error) => tracing::warn!(%error, user, "advancing the delivered watermark failed"),
         }
+    };
+    // The cursor and the watermarks are independent writes: one commit can take both.
+    let (stored, ()) = tokio::join!(chat.store.set_cursor(&user, &device, highest), receipts);
+    if let Err(error) = stored {
+        // Not lost for good: the next acknowledgement writes a cursor past this one.
+        tracing::warn!(%error, user, device, "storing the cursor failed");
     }
 }
 
