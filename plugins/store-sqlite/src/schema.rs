@@ -174,11 +174,13 @@ pub fn open_wal(path: &Path, preallocate: bool) -> Result<File, StoreError> {
     let mut file =
         std::fs::OpenOptions::new().create(true).append(true).open(&wal_path).map_err(failed)?;
     let mut size = file.metadata().map_err(failed)?.len();
-    let zeros = vec![0u8; if preallocate { 1 << 20 } else { 0 }];
-    while preallocate && size < WAL_PREALLOCATED {
-        let n = zeros.len().min((WAL_PREALLOCATED - size) as usize);
-        file.write_all(&zeros[..n]).map_err(failed)?;
-        size += n as u64;
+    if preallocate && size < WAL_PREALLOCATED {
+        let zeros = vec![0u8; 1 << 20];
+        while size < WAL_PREALLOCATED {
+            let n = zeros.len().min((WAL_PREALLOCATED - size) as usize);
+            file.write_all(&zeros[..n]).map_err(failed)?;
+            size += n as u64;
+        }
     }
     file.sync_all().map_err(failed)?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {

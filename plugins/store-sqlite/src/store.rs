@@ -2,10 +2,9 @@
 //!
 //! This file only routes calls: writes go to the writer thread (`writer.rs`) and wait for
 //! its answer, which comes after their group's commit, and then for that commit's fsync
-//! (`durable.rs`); reads look at the appends still in
-//! memory (`unflushed.rs`) and, when those do not answer them, go to the read pool
-//! (`reads.rs`). Owned copies of the arguments cross to those threads, since neither may
-//! borrow from an async caller.
+//! (`durable.rs`); reads look at the appends still in memory (`unflushed.rs`) and, when
+//! those do not answer them, go to the read pool (`reads.rs`). Owned copies of the
+//! arguments cross to those threads, since neither may borrow from an async caller.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;

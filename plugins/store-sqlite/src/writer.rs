@@ -146,8 +146,8 @@ fn next_job(conn: &mut Connection, jobs: &mpsc::Receiver<Job>, waiting: &Waiting
             continue;
         }
         let job = match next_due {
-            // Past due but not written (a failed write-out): retry after a pause.
-            Some(due) => jobs.recv_timeout(due.max(Duration::from_millis(10))),
+            // Until the oldest group is old enough to be written out.
+            Some(due) => jobs.recv_timeout(due.max(Duration::from_millis(1))),
             None => jobs.recv().map_err(|_| RecvTimeoutError::Disconnected),
         };
         match job {
