@@ -20,7 +20,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use seed_chat_core::{Appended, NewEntry, NewMessage, RefreshToken, StoreError, now_millis};
@@ -140,10 +140,15 @@ fn next_job(conn: &mut Connection, jobs: &mpsc::Receiver<Job>, waiting: &Waiting
             (unflushed.idle_slice(now), unflushed.next_due(now))
         };
         if let Some(slice) = slice {
+            let started = Instant::now();
             write_out(conn, waiting, slice);
-            // The calls this thread waits for come from threads that may share its core.
-            std::thread::yield_now();
-            continue;
+            // A breather as long as the slice took: the threads that make the calls may
+            // share this one's core, and a second's worth of groups comes due at once.
+            match jobs.recv_timeout(started.elapsed()) {
+                Ok(job) => return Some(job),
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return None,
+            }
         }
         let job = match next_due {
             // Until the oldest group is old enough to be written out.
