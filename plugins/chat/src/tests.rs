@@ -11,7 +11,10 @@ use seed_broker::codec::{Protocol, QoS, ReasonCode};
 use seed_broker::hooks::{ClientInfo, Decision, Outcome, Plugin, PluginContext};
 use seed_broker::message::Message;
 use seed_broker::toml;
-use seed_chat_core::{AccessTokens, ChatStore, StoredMessage, dm_chat};
+use seed_chat_core::{
+    AccessTokens, Appended, ChatStore, Durable, InboxEntry, NewEntry, NewMessage, RefreshToken,
+    StoreError, StoredMessage, Watermark, dm_chat,
+};
 use seed_proto::v1::{self, envelope::Body, outbound, receipt::Kind};
 use tower::ServiceExt;
 
@@ -449,4 +452,133 @@ async fn blocks() {
         (StatusCode::BAD_REQUEST, Some("invalid_user"))
     );
     assert_eq!(call(&plugin, "GET", "/v1/blocks", None).await.0, StatusCode::UNAUTHORIZED);
+}
+
+/// The memory store, but a message's append becomes durable only when the test says so
+/// (or fails to).
+struct SlowDisk {
+    inner: Arc<MemStore>,
+    synced: tokio::sync::watch::Receiver<Option<bool>>,
+}
+
+#[async_trait::async_trait]
+impl ChatStore for SlowDisk {
+    async fn create_user(&self, user: &str, hash: &str) -> Result<(), StoreError> {
+        self.inner.create_user(user, hash).await
+    }
+    async fn user(&self, user: &str) -> Result<Option<seed_chat_core::UserRecord>, StoreError> {
+        self.inner.user(user).await
+    }
+    async fn put_refresh_token(&self, token: RefreshToken) -> Result<(), StoreError> {
+        self.inner.put_refresh_token(token).await
+    }
+    async fn take_refresh_token(
+        &self,
+        hash: &[u8; 32],
+    ) -> Result<Option<RefreshToken>, StoreError> {
+        self.inner.take_refresh_token(hash).await
+    }
+    async fn revoke_device(&self, user: &str, device: &str, at: u64) -> Result<(), StoreError> {
+        self.inner.revoke_device(user, device, at).await
+    }
+    async fn device_revoked_at(&self, user: &str, device: &str) -> Result<Option<u64>, StoreError> {
+        self.inner.device_revoked_at(user, device).await
+    }
+    async fn set_blocked(&self, user: &str, blocked: &str, on: bool) -> Result<(), StoreError> {
+        self.inner.set_blocked(user, blocked, on).await
+    }
+    async fn is_blocked(&self, user: &str, by: &str) -> Result<bool, StoreError> {
+        self.inner.is_blocked(user, by).await
+    }
+    async fn blocked_by(&self, user: &str) -> Result<Vec<String>, StoreError> {
+        self.inner.blocked_by(user).await
+    }
+    async fn append_message(&self, message: NewMessage) -> Result<Appended, StoreError> {
+        let (appended, durable) = self.append_message_applied(message).await?;
+        durable.wait().await.map(|()| appended)
+    }
+    async fn append_message_applied(
+        &self,
+        message: NewMessage,
+    ) -> Result<(Appended, Durable), StoreError> {
+        let appended = self.inner.append_message(message).await?;
+        let mut synced = self.synced.clone();
+        let durable = Durable::later(async move {
+            match synced.wait_for(Option::is_some).await.map(|s| *s) {
+                Ok(Some(true)) => Ok(()),
+                _ => Err(StoreError::Backend("fsync failed".into())),
+            }
+        });
+        Ok((appended, durable))
+    }
+    async fn append_entries(&self, entries: Vec<NewEntry>) -> Result<Vec<u64>, StoreError> {
+        self.inner.append_entries(entries).await
+    }
+    async fn inbox(
+        &self,
+        user: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<InboxEntry>, StoreError> {
+        self.inner.inbox(user, after, limit).await
+    }
+    async fn last_seq(&self, user: &str) -> Result<u64, StoreError> {
+        self.inner.last_seq(user).await
+    }
+    async fn cursor(&self, user: &str, device: &str) -> Result<u64, StoreError> {
+        self.inner.cursor(user, device).await
+    }
+    async fn set_cursor(&self, user: &str, device: &str, seq: u64) -> Result<(), StoreError> {
+        self.inner.set_cursor(user, device, seq).await
+    }
+    async fn history(
+        &self,
+        chat: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        self.inner.history(chat, before, limit).await
+    }
+    async fn advance_watermark(
+        &self,
+        kind: Watermark,
+        reader: &str,
+        chat: &str,
+        up_to: u64,
+    ) -> Result<bool, StoreError> {
+        self.inner.advance_watermark(kind, reader, chat, up_to).await
+    }
+    async fn watermark(
+        &self,
+        kind: Watermark,
+        reader: &str,
+        chat: &str,
+    ) -> Result<u64, StoreError> {
+        self.inner.watermark(kind, reader, chat).await
+    }
+    async fn expire_entries(&self, before: u64) -> Result<u64, StoreError> {
+        self.inner.expire_entries(before).await
+    }
+}
+
+/// A message is in the recipient's inbox (and so on its way to their devices) as soon as it
+/// is applied, but its sender's PUBACK waits until it is durable; a failed sync is a
+/// refusal the client retries.
+#[tokio::test]
+async fn the_puback_waits_for_the_disk_and_delivery_does_not() {
+    for synced_ok in [true, false] {
+        let inner = MemStore::with_users(&["alice", "bob"]);
+        let (sync, synced) = tokio::sync::watch::channel(None);
+        let store: Arc<dyn ChatStore> = Arc::new(SlowDisk { inner: inner.clone(), synced });
+        let plugin = ChatPlugin::new(Config::default(), store, StaticTokens::new()).unwrap();
+        let payload = outbound_message("hi", "c1");
+        let sending = send(&plugin, ("alice", "phone"), "dm/bob", payload);
+        tokio::pin!(sending);
+        let waited = tokio::time::timeout(std::time::Duration::from_millis(50), &mut sending).await;
+        assert!(waited.is_err(), "acknowledged before the message was durable");
+        assert_eq!(inner.entries("bob").len(), 1, "not applied before the sync");
+        sync.send_replace(Some(synced_ok));
+        let expected = if synced_ok { HANDLED } else { deny(ReasonCode::SERVER_BUSY) };
+        assert_eq!(sending.await, expected);
+    }
 }
