@@ -70,13 +70,12 @@ impl KeepAlive {
             if limit == 0 {
                 continue;
             }
-            let last_read = wake.last_read_ms();
-            if now_ms.saturating_sub(last_read) >= limit {
+            if wake.is_silent(now_ms) {
                 wake.expire();
                 // Looked at again later in case a read raced this and it stays open.
                 self.insert(now_ms + limit, weak);
             } else {
-                self.insert(last_read + limit, weak);
+                self.insert(wake.last_read_ms() + limit, weak);
             }
         }
     }

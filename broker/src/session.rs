@@ -125,6 +125,13 @@ impl Wakeup {
     pub fn last_read_ms(&self) -> u64 {
         self.last_read_ms.load(Ordering::Relaxed)
     }
+
+    /// Whether the connection has a keep-alive and has read nothing for its limit by
+    /// `now_ms`.
+    pub fn is_silent(&self, now_ms: u64) -> bool {
+        let limit = u64::from(self.keep_alive_ms());
+        limit > 0 && now_ms.saturating_sub(self.last_read_ms()) >= limit
+    }
 }
 
 /// A connected client's end of the session: deliveries wait in `outbox` until the

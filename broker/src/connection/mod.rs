@@ -263,10 +263,7 @@ impl<T: Transport> Connection<T> {
                 }
                 Woken::KeepAlive => {
                     // The sweeper may have looked just before a read: check again.
-                    let limit = u64::from(self.wake.keep_alive_ms());
-                    let silent =
-                        self.broker.keep_alive.now_ms().saturating_sub(self.wake.last_read_ms());
-                    if limit > 0 && silent >= limit {
+                    if self.wake.is_silent(self.broker.keep_alive.now_ms()) {
                         return Close::KeepAlive;
                     }
                 }
