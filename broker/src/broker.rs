@@ -90,8 +90,7 @@ impl Broker {
             let handle = SessionHandle::new_ref(stored.client_id.clone(), stored.expiry);
             {
                 let mut state = handle.state.lock();
-                state.max_queued =
-                    u32::try_from(self.config.max_queued_messages).unwrap_or(u32::MAX);
+                state.max_queued = self.max_queued();
                 state.stored = true;
                 // A client connected when the process died went away at start-up, at the latest.
                 let gone = stored.disconnected_at.unwrap_or(now);
@@ -316,7 +315,7 @@ impl Broker {
         let session = SessionHandle::new_ref(client_id.clone(), expiry);
         {
             let mut state = session.state.lock();
-            state.max_queued = u32::try_from(self.config.max_queued_messages).unwrap_or(u32::MAX);
+            state.max_queued = self.max_queued();
             state.stored = expiry > 0;
         }
         sessions.insert(client_id.clone(), session.clone());
@@ -416,6 +415,11 @@ impl Broker {
                 self.hooks.notify(Event::SessionExpired { client_id });
             }
         }
+    }
+
+    /// The configured bound on a session's queue, as a session keeps it.
+    fn max_queued(&self) -> u32 {
+        u32::try_from(self.config.max_queued_messages).unwrap_or(u32::MAX)
     }
 
     /// Expires sessions and ticks observers once a second, and sweeps keep-alives, until
