@@ -265,13 +265,14 @@ impl Hooks {
             let call = std::panic::catch_unwind(AssertUnwindSafe(|| {
                 entry.plugin.on_event_inline(&event);
             }));
-            if let Some(stats) = entry.stats(Hook::Inline) {
+            let stats = entry.stats(Hook::Inline);
+            if let Some(stats) = stats {
                 stats.observe(started.elapsed());
-                if call.is_err() {
-                    stats.errors.fetch_add(1, Relaxed);
-                }
             }
             if call.is_err() {
+                if let Some(stats) = stats {
+                    stats.errors.fetch_add(1, Relaxed);
+                }
                 tracing::error!(plugin = entry.plugin.name(), "inline observer panicked");
             }
         }
