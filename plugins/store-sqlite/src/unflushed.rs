@@ -56,6 +56,15 @@ pub enum Group {
     Cursor(String, String),
 }
 
+/// What the writer does between calls ([`Unflushed::idle`]).
+pub enum Idle {
+    WriteOut(Slice),
+    /// Nothing is old enough yet; the oldest group is after this long.
+    Until(std::time::Duration),
+    /// Nothing waits.
+    Nothing,
+}
+
 /// The oldest `items` of a group, written out in one transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Slice {
@@ -200,20 +209,19 @@ impl Unflushed {
         due
     }
 
-    /// What to write out while no call waits: the oldest [`IDLE_SLICE`] items of the oldest
-    /// group, once that group is [`MAX_AGE_MS`] old. A call that comes meanwhile waits for
-    /// one small transaction, not for a second's worth of a chat.
-    pub fn idle_slice(&self, now: u64) -> Option<Slice> {
-        let (group, since) = self.queue.front()?;
-        (since.saturating_add(MAX_AGE_MS) <= now)
-            .then(|| Slice { group: group.clone(), items: self.count(group).min(IDLE_SLICE) })
-    }
-
-    /// How long until a group is old enough to be written out (None: nothing waits).
-    pub fn next_due(&self, now: u64) -> Option<std::time::Duration> {
-        let (_, since) = self.queue.front()?;
-        let due = since.saturating_add(MAX_AGE_MS).saturating_sub(now);
-        Some(std::time::Duration::from_millis(due))
+    /// What the writer does while no call waits: write out the oldest [`IDLE_SLICE`] items
+    /// of the oldest group once that group is [`MAX_AGE_MS`] old, or wait until it is. A
+    /// call that comes meanwhile waits for one small transaction, not for a second's worth
+    /// of a chat.
+    pub fn idle(&self, now: u64) -> Idle {
+        let Some((group, since)) = self.queue.front() else { return Idle::Nothing };
+        match since.saturating_add(MAX_AGE_MS).checked_sub(now) {
+            Some(wait) if wait > 0 => Idle::Until(std::time::Duration::from_millis(wait)),
+            _ => Idle::WriteOut(Slice {
+                group: group.clone(),
+                items: self.count(group).min(IDLE_SLICE),
+            }),
+        }
     }
 
     /// Every inbox, whole (expiry writes them all out before deleting old entries).

@@ -28,7 +28,7 @@ use tokio::sync::oneshot;
 
 use crate::appends::Appends;
 use crate::durable::{Syncer, UNSYNCED_ENTRIES};
-use crate::unflushed::{self, Slice, Unflushed, Waiting};
+use crate::unflushed::{self, Idle, Slice, Unflushed, Waiting};
 use crate::{backend, int, journal, schema, uint, watermark_kind};
 
 /// The most calls one transaction takes; more wait for the next one, so a burst cannot
@@ -134,26 +134,17 @@ fn next_job(conn: &mut Connection, jobs: &mpsc::Receiver<Job>, waiting: &Waiting
             Err(TryRecvError::Disconnected) => return None,
             Err(TryRecvError::Empty) => {}
         }
-        let now = now_millis();
-        let (slice, next_due) = {
-            let unflushed = unflushed::read(waiting);
-            (unflushed.idle_slice(now), unflushed.next_due(now))
-        };
-        if let Some(slice) = slice {
-            let started = Instant::now();
-            write_out(conn, waiting, slice);
-            // A breather as long as the slice took: the threads that make the calls may
-            // share this one's core, and a second's worth of groups comes due at once.
-            match jobs.recv_timeout(started.elapsed()) {
-                Ok(job) => return Some(job),
-                Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => return None,
+        let idle = unflushed::read(waiting).idle(now_millis());
+        let job = match idle {
+            Idle::WriteOut(slice) => {
+                let started = Instant::now();
+                write_out(conn, waiting, slice);
+                // A breather as long as the slice took: the threads that make the calls may
+                // share this one's core, and a second's worth of groups comes due at once.
+                jobs.recv_timeout(started.elapsed())
             }
-        }
-        let job = match next_due {
-            // Until the oldest group is old enough to be written out.
-            Some(due) => jobs.recv_timeout(due.max(Duration::from_millis(1))),
-            None => jobs.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Idle::Until(due) => jobs.recv_timeout(due),
+            Idle::Nothing => jobs.recv().map_err(|_| RecvTimeoutError::Disconnected),
         };
         match job {
             Ok(job) => return Some(job),
@@ -165,16 +156,19 @@ fn next_job(conn: &mut Connection, jobs: &mpsc::Receiver<Job>, waiting: &Waiting
 
 /// Writes one slice of waiting items out to its table, in a transaction of its own.
 fn write_out(conn: &mut Connection, waiting: &Waiting, slice: Slice) {
-    let clear = unflushed::read(waiting).journal_to_clear();
-    let result = run_sql(conn, "BEGIN IMMEDIATE").and_then(|()| {
-        unflushed::read(waiting).write(conn, std::slice::from_ref(&slice))?;
-        if let Some(below) = clear {
-            delete_journal(conn, below)?;
-        }
-        run_sql(conn, "COMMIT")
-    });
+    let result = {
+        let unflushed = unflushed::read(waiting);
+        let clear = unflushed.journal_to_clear();
+        run_sql(conn, "BEGIN IMMEDIATE").and_then(|()| {
+            unflushed.write(conn, std::slice::from_ref(&slice))?;
+            if let Some(below) = clear {
+                delete_journal(conn, below)?;
+            }
+            run_sql(conn, "COMMIT").map(|()| clear)
+        })
+    };
     match result {
-        Ok(()) => {
+        Ok(clear) => {
             let mut unflushed = unflushed::write(waiting);
             if let Some(below) = clear {
                 unflushed.journal_cleared(below);
