@@ -12,6 +12,11 @@
 # exceeds, so its config raises `rate_per_second` / `rate_burst` (CHAT_RATE_LIMIT) and otherwise
 # names exactly the default plugin set; CHAT_DEFAULT_CONFIG=1 runs `seed` with no --config.
 #
+# cpu_us_per_msg is the broker's CPU time (user + system, all threads, from /proc/<pid>/stat)
+# per delivered message over the send and drain phases. At a fixed rate it is the steadier
+# measure of cost: the core-bound maximum is that cost's inverse plus whatever else the shared
+# machine does meanwhile.
+#
 # Environment knobs (defaults in parentheses; QUICK=1 shrinks everything to finish in < 1 min):
 #   SEED_BIN      path to the seed binary (target/release/seed, built here)
 #   BENCH_BIN     path to seed-bench (target/release/seed-bench, built here)
@@ -221,7 +226,7 @@ stop_broker() {
 
 # --- scenarios -------------------------------------------------------------------------------
 scenario_args() {
-    local common=(--payload "$PAYLOAD" --mqtt-version "$MQTT_VERSION")
+    local common=(--payload "$PAYLOAD" --mqtt-version "$MQTT_VERSION" --broker-pid "$BROKER_PID")
     case "$1" in
         pairs_max) echo pairs --qos 1 --pairs "$PAIRS" --duration "$PAIRS_DURATION" "${common[@]}" ;;
         pairs_rate) echo pairs --qos 1 --pairs "$PAIRS" --rate "$RATE" --duration "$RATE_DURATION" "${common[@]}" ;;
@@ -238,14 +243,14 @@ scenario_args() {
 # Metrics shown in the table per scenario.
 scenario_metrics() {
     case "$1" in
-        pairs_max) echo msg_per_s p50_us p99_us lost duplicated ;;
-        pairs_rate) echo msg_per_s p50_us p99_us max_us lost duplicated ;;
-        fanout_q0) echo msg_per_s p50_us p99_us lost ;;
-        fanout_q1) echo msg_per_s p50_us p99_us lost duplicated ;;
+        pairs_max) echo msg_per_s p50_us p99_us lost duplicated cpu_us_per_msg ;;
+        pairs_rate) echo msg_per_s p50_us p99_us max_us lost duplicated cpu_us_per_msg ;;
+        fanout_q0) echo msg_per_s p50_us p99_us lost cpu_us_per_msg ;;
+        fanout_q1) echo msg_per_s p50_us p99_us lost duplicated cpu_us_per_msg ;;
         idle) echo bytes_per_conn errors ;;
         offline) echo msg_per_s lost duplicated ;;
-        chat_max) echo msg_per_s p50_us p99_us lost duplicated receipts wire_bytes_per_msg ;;
-        chat_rate) echo msg_per_s p50_us p99_us max_us lost duplicated receipts wire_bytes_per_msg ;;
+        chat_max) echo msg_per_s p50_us p99_us lost duplicated receipts wire_bytes_per_msg cpu_us_per_msg ;;
+        chat_rate) echo msg_per_s p50_us p99_us max_us lost duplicated receipts wire_bytes_per_msg cpu_us_per_msg ;;
     esac
 }
 

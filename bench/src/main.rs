@@ -92,7 +92,8 @@ pub struct Args {
     /// Concurrent register/login calls (chat; each costs the server an argon2 hash).
     #[arg(long, default_value_t = 4)]
     pub http_concurrency: usize,
-    /// PID of the broker process, for RSS measurements (idle).
+    /// PID of the broker process: its RSS (idle) and its CPU time per delivered message
+    /// (pairs, fanout, chat).
     #[arg(long)]
     pub broker_pid: Option<u32>,
     /// Free-form label copied into the summary (e.g. the broker name).

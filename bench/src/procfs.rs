@@ -1,4 +1,5 @@
-//! Minimal `/proc` reader: the resident set size of another process (the broker under test).
+//! Minimal `/proc` reader: the resident set size and CPU time of another process (the broker
+//! under test).
 
 use anyhow::{Context, Result, bail};
 
@@ -27,6 +28,49 @@ pub fn rss_bytes(pid: u32) -> Result<u64> {
     }
 }
 
+/// Clock ticks per second in `/proc/<pid>/stat`: Linux reports CPU times there in USER_HZ,
+/// which is 100 on every architecture this runs on, whatever the kernel's own tick rate.
+const USER_HZ: f64 = 100.0;
+
+/// User plus system time of a `/proc/<pid>/stat` document, in clock ticks. The command name
+/// (field 2) may hold spaces and parentheses, so fields are counted from the last `)`.
+pub fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    // Field 3 (the state) comes first; utime and stime are fields 14 and 15.
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// CPU time `pid` has used so far, every thread's (exited ones included), in seconds.
+pub fn cpu_seconds(pid: u32) -> Result<f64> {
+    let path = format!("/proc/{pid}/stat");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    match parse_cpu_ticks(&text) {
+        Some(ticks) => Ok(ticks as f64 / USER_HZ),
+        None => bail!("no CPU times in {path}"),
+    }
+}
+
+/// The broker's CPU time over a run, when its pid is known.
+pub struct CpuMeter {
+    pid: u32,
+    start: f64,
+}
+
+impl CpuMeter {
+    pub fn start(pid: Option<u32>) -> Result<Option<CpuMeter>> {
+        pid.map(|pid| Ok(CpuMeter { pid, start: cpu_seconds(pid)? })).transpose()
+    }
+
+    /// Microseconds of broker CPU per delivered message since [`CpuMeter::start`].
+    pub fn per_message_us(&self, delivered: u64) -> Result<Option<f64>> {
+        let used = cpu_seconds(self.pid)? - self.start;
+        Ok((delivered > 0).then(|| used * 1e6 / delivered as f64))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -36,5 +80,25 @@ mod tests {
         let s = "Name:\tmosquitto\nVmPeak:\t  1 kB\nVmRSS:\t    7168 kB\nThreads: 1\n";
         assert_eq!(parse_vm_rss(s), Some(7168 * 1024));
         assert_eq!(parse_vm_rss("Name: x\n"), None);
+    }
+
+    #[test]
+    fn parses_cpu_ticks_after_an_awkward_name() {
+        let s = "4242 (seed) (x) S 1 4242 4242 0 -1 4194560 1 0 0 0 731 269 0 0 20 0 9 0 1 2 3";
+        assert_eq!(parse_cpu_ticks(s), Some(731 + 269));
+        assert_eq!(parse_cpu_ticks("4242 (seed) S 1"), None);
+        assert_eq!(parse_cpu_ticks("no parenthesis"), None);
+    }
+
+    #[test]
+    fn reads_its_own_cpu_time() {
+        let pid = std::process::id();
+        let before = cpu_seconds(pid).unwrap();
+        let spin = std::time::Instant::now();
+        let mut x = 0u64;
+        while spin.elapsed() < std::time::Duration::from_millis(60) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        assert!(cpu_seconds(pid).unwrap() - before >= 0.02, "spun 60 ms, x = {x}");
     }
 }

@@ -148,6 +148,9 @@ pub struct Summary {
     pub receipts: Option<u64>,
     /// Broker bytes on the wire, both directions, per delivered message (chat).
     pub wire_bytes_per_msg: Option<f64>,
+    /// Broker CPU time (user + system) per delivered message, in microseconds, from sending
+    /// the first message to the end of the drain (`--broker-pid`).
+    pub cpu_us_per_msg: Option<f64>,
     /// Set when the run is incomplete in a way that must make the process exit non-zero
     /// (after the summary has still been printed).
     pub failure: Option<String>,
@@ -184,6 +187,7 @@ impl Summary {
             ("elapsed_s", Val::Num(self.elapsed_s, 2)),
             ("receipts", Val::Int(self.receipts)),
             ("wire_bytes_per_msg", Val::Num(self.wire_bytes_per_msg, 1)),
+            ("cpu_us_per_msg", Val::Num(self.cpu_us_per_msg, 1)),
         ]
     }
 

@@ -27,6 +27,7 @@ use super::pubsub;
 use crate::Args;
 use crate::http;
 use crate::mqtt::{self, Client, ConnOpts, Ev, EventLoop};
+use crate::procfs::CpuMeter;
 use crate::stats::{self, Clock, Summary, Tracker};
 
 /// The device id every benchmark user logs in with.
@@ -105,6 +106,7 @@ pub async fn run(args: &Args) -> Result<Summary> {
     let before = metrics(args, http_port).await.context("reading /metrics before the run")?;
 
     // Phase 3: send.
+    let cpu = CpuMeter::start(args.broker_pid).context("reading the broker's CPU time")?;
     let start_ns = clock.now_ns();
     let duration_ns = (args.duration * 1e9) as u64;
     let limit = if args.messages == 0 { u64::MAX } else { args.messages };
@@ -169,6 +171,7 @@ pub async fn run(args: &Args) -> Result<Summary> {
     if !drain(receipts_done, receipt_progress, idle.min(Duration::from_secs(5)), hard).await {
         eprintln!("chat: not every sender got a DELIVERED receipt for its last message");
     }
+    let cpu_used = cpu.map(|cpu| cpu.per_message_us(shared.delivered.load(Ordering::Relaxed)));
     let after = metrics(args, http_port).await.context("reading /metrics after the run");
     let _ = stop_tx.send(true);
 
@@ -210,6 +213,7 @@ pub async fn run(args: &Args) -> Result<Summary> {
         errors: Some(shared.errors.load(Ordering::Relaxed) + refused),
         elapsed_s: Some(elapsed),
         receipts: Some(shared.receipts.load(Ordering::Relaxed)),
+        cpu_us_per_msg: cpu_used.transpose().context("reading the broker's CPU time")?.flatten(),
         ..Summary::default()
     };
     match after {

@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 
 use crate::Args;
 use crate::mqtt::{self, Client, ConnOpts, Ev, EventLoop};
+use crate::procfs::CpuMeter;
 use crate::stats::{self, Clock, Summary, Tracker};
 
 /// How a scenario maps groups and members to topics and client ids.
@@ -65,6 +66,7 @@ pub async fn run(args: &Args, layout: &Layout) -> Result<Summary> {
     }
 
     // Phase 3: publish.
+    let cpu = CpuMeter::start(args.broker_pid).context("reading the broker's CPU time")?;
     let start_ns = clock.now_ns();
     let duration_ns = (args.duration * 1e9) as u64;
     let limit = if args.messages == 0 { u64::MAX } else { args.messages };
@@ -135,9 +137,12 @@ pub async fn run(args: &Args, layout: &Layout) -> Result<Summary> {
         }
     }
     let _ = stop_tx.send(true);
+    let cpu_used = cpu.map(|cpu| cpu.per_message_us(delivered.load(Ordering::Relaxed)));
 
     // Phase 5: collect.
     let mut summary = Summary { scenario: layout.scenario, ..Summary::default() };
+    summary.cpu_us_per_msg =
+        cpu_used.transpose().context("reading the broker's CPU time")?.flatten();
     let (mut received, mut lost, mut dup, mut invalid, mut failed) = (0u64, 0u64, 0u64, 0u64, 0u64);
     let mut latencies = Vec::new();
     let mut last_recv_ns = start_ns;
