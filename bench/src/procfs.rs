@@ -53,21 +53,26 @@ pub fn cpu_seconds(pid: u32) -> Result<f64> {
     }
 }
 
-/// The broker's CPU time over a run, when its pid is known.
-pub struct CpuMeter {
-    pid: u32,
-    start: f64,
-}
+/// The broker's CPU time over a run (nothing when its pid is not known).
+pub struct CpuMeter(Option<(u32, f64)>);
 
 impl CpuMeter {
-    pub fn start(pid: Option<u32>) -> Result<Option<CpuMeter>> {
-        pid.map(|pid| Ok(CpuMeter { pid, start: cpu_seconds(pid)? })).transpose()
+    pub fn start(pid: Option<u32>) -> Result<CpuMeter> {
+        let start = pid.map(|pid| cpu_seconds(pid).map(|seconds| (pid, seconds))).transpose()?;
+        Ok(CpuMeter(start))
     }
 
-    /// Microseconds of broker CPU per delivered message since [`CpuMeter::start`].
-    pub fn per_message_us(&self, delivered: u64) -> Result<Option<f64>> {
-        let used = cpu_seconds(self.pid)? - self.start;
-        Ok((delivered > 0).then(|| used * 1e6 / delivered as f64))
+    /// Microseconds of broker CPU per delivered message since [`CpuMeter::start`]. A broker
+    /// gone meanwhile is reported and gives None: the run's other figures still stand.
+    pub fn per_message_us(&self, delivered: u64) -> Option<f64> {
+        let (pid, start) = self.0?;
+        match cpu_seconds(pid) {
+            Ok(now) => (delivered > 0).then(|| (now - start) * 1e6 / delivered as f64),
+            Err(e) => {
+                eprintln!("broker CPU time: {e:#}");
+                None
+            }
+        }
     }
 }
 
