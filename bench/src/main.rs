@@ -99,6 +99,10 @@ pub struct Args {
     /// Free-form label copied into the summary (e.g. the broker name).
     #[arg(long, default_value = "")]
     pub label: String,
+    /// Write every delivered message's send time and latency to this file (pairs, fanout,
+    /// chat): `sent_unix_us latency_us` per line, in send order, to find when a tail happens.
+    #[arg(long)]
+    pub latency_log: Option<std::path::PathBuf>,
     /// Print the summary as a JSON object instead of key=value pairs.
     #[arg(long)]
     pub json: bool,

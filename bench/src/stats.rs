@@ -39,6 +39,26 @@ pub fn encode(seq: u64, ts_ns: u64, len: usize) -> Bytes {
     b.freeze()
 }
 
+/// Writes one line per delivered message, `sent_unix_us latency_us`, in the order they were
+/// sent (`--latency-log`): the send times are wall-clock, to line up with the broker's logs.
+pub fn write_latency_log(
+    path: &std::path::Path,
+    clock: &Clock,
+    mut rows: Vec<(u64, u64)>,
+) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let since_epoch =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let epoch_unix_ns =
+        u64::try_from(since_epoch.as_nanos()).unwrap_or(u64::MAX).saturating_sub(clock.now_ns());
+    rows.sort_unstable();
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for (sent_ns, latency_ns) in rows {
+        writeln!(out, "{} {}", (epoch_unix_ns + sent_ns) / 1_000, latency_ns / 1_000)?;
+    }
+    out.flush()
+}
+
 /// Parses a payload produced by [`encode`]; `None` if it is too short.
 pub fn decode(payload: &[u8]) -> Option<(u64, u64)> {
     let seq = u64::from_le_bytes(payload.get(0..8)?.try_into().ok()?);
@@ -54,6 +74,8 @@ pub struct Tracker {
     pub duplicated: u64,
     pub invalid: u64,
     pub latencies_ns: Vec<u64>,
+    /// When each message in `latencies_ns` was sent (clock nanoseconds), in the same order.
+    pub sent_ns: Vec<u64>,
     pub last_recv_ns: u64,
     pub record_latency: bool,
 }
@@ -97,6 +119,7 @@ impl Tracker {
         self.last_recv_ns = self.last_recv_ns.max(now_ns);
         if self.record_latency {
             self.latencies_ns.push(now_ns.saturating_sub(ts));
+            self.sent_ns.push(ts);
         }
         true
     }
@@ -271,6 +294,29 @@ mod tests {
         assert!(!t.record(&encode(u64::MAX, 0, 16), 40));
         assert_eq!((t.unique, t.duplicated, t.invalid), (2, 1, 2));
         assert_eq!(t.latencies_ns, vec![10, 20]);
+        assert_eq!(t.sent_ns.len(), 2);
+    }
+
+    #[test]
+    fn latency_log_is_in_send_order_with_wall_clock_times() {
+        let clock = Clock::new();
+        let path = std::env::temp_dir().join(format!("seed-bench-{}.log", std::process::id()));
+        write_latency_log(&path, &clock, vec![(3_000_000, 250_000), (1_000_000, 2_000)]).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let rows: Vec<(u64, u64)> = text
+            .lines()
+            .map(|l| {
+                let (sent, latency) = l.split_once(' ').unwrap();
+                (sent.parse().unwrap(), latency.parse().unwrap())
+            })
+            .collect();
+        let [(first, 2), (second, 250)] = rows[..] else { panic!("{text}") };
+        assert_eq!(second - first, 2_000, "microseconds apart as sent");
+        let now_us =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros()
+                as u64;
+        assert!(now_us.abs_diff(first) < 60_000_000, "{first} is not wall-clock time");
     }
 
     #[test]

@@ -179,6 +179,7 @@ pub async fn run(args: &Args) -> Result<Summary> {
     let (mut received, mut lost, mut dup, mut dup_ids, mut invalid) =
         (0u64, 0u64, 0u64, 0u64, 0u64);
     let mut latencies = Vec::new();
+    let mut sends = Vec::new();
     let mut last_recv_ns = start_ns;
     while let Some(r) = tasks.join_next().await {
         let Some(r) = r.context("connection task panicked")? else { continue };
@@ -190,9 +191,16 @@ pub async fn run(args: &Args) -> Result<Summary> {
         invalid += t.invalid + r.invalid;
         last_recv_ns = last_recv_ns.max(t.last_recv_ns);
         latencies.extend_from_slice(&t.latencies_ns);
+        if args.latency_log.is_some() {
+            sends.extend(t.sent_ns.iter().copied().zip(t.latencies_ns.iter().copied()));
+        }
     }
     if dup_ids != dup {
         eprintln!("chat: duplicates by sender seq {dup}, by message id {dup_ids}");
+    }
+    if let Some(path) = &args.latency_log {
+        stats::write_latency_log(path, &clock, sends)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     let elapsed = (last_recv_ns - start_ns) as f64 / 1e9;
     let refused = shared.refused.load(Ordering::Relaxed);
