@@ -188,7 +188,7 @@ impl Unflushed {
 
     /// What a transaction that appends `incoming` items must write out besides, leaving out
     /// the groups in `done`: only when more than [`MAX_ITEMS`] wait, whole groups, oldest
-    /// first. What is merely old is written out between calls ([`Unflushed::idle_slice`]).
+    /// first. What is merely old is written out between calls ([`Unflushed::idle`]).
     pub fn forced(&self, incoming: usize, done: &[Slice]) -> Vec<Slice> {
         let budget = MIN_FLUSH.max(2 * incoming);
         let mut waiting = self.items;
