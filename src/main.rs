@@ -85,7 +85,11 @@ fn serve(args: ServeArgs) -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let config = load_config(&args)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // The runtime's threads carry every message: they ask for short scheduler slices.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_start(seed_broker::sched::prefer_short_slices)
+        .build()?;
     runtime.block_on(run(args, config))
 }
 

@@ -19,6 +19,7 @@ mod listener;
 pub mod message;
 pub mod metrics;
 pub mod router;
+pub mod sched;
 pub mod server;
 pub mod session;
 pub mod store;

@@ -199,7 +199,10 @@ impl Store {
         let (batches, rx) = mpsc::unbounded_channel();
         thread::Builder::new()
             .name("seed-store".into())
-            .spawn(move || writer(conn, rx))
+            .spawn(move || {
+                crate::sched::prefer_short_slices();
+                writer(conn, rx)
+            })
             .map_err(|e| StoreError::Sqlite(e.to_string()))?;
         Ok((Store { batches }, loaded))
     }

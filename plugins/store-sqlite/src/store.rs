@@ -12,6 +12,7 @@ use std::sync::{Arc, mpsc};
 use std::thread;
 
 use async_trait::async_trait;
+use seed_broker::sched::prefer_short_slices;
 use seed_chat_core::{
     Appended, ChatStore, Durable, InboxEntry, NewEntry, NewMessage, RefreshToken, StoreError,
     StoredMessage, UserRecord, Watermark, now_millis,
@@ -66,7 +67,13 @@ impl SqliteChatStore {
         };
         let syncer = fsync.then(|| Arc::new(Syncer::new()));
         if let Some(syncer) = syncer.clone() {
-            spawn("seed-chat-sync", Box::new(move || syncer.run(&wal)))?;
+            spawn(
+                "seed-chat-sync",
+                Box::new(move || {
+                    prefer_short_slices();
+                    syncer.run(&wal)
+                }),
+            )?;
         }
         let (writes, jobs) = mpsc::channel();
         let finish_checkpoint = Arc::new(AtomicBool::new(false));
@@ -75,6 +82,7 @@ impl SqliteChatStore {
         spawn(
             "seed-chat-store",
             Box::new(move || {
+                prefer_short_slices();
                 writer::run(conn, jobs, &writer_waiting, &finish, writer_syncer.as_deref())
             }),
         )?;
