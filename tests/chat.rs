@@ -475,3 +475,43 @@ async fn an_expired_token_is_refused() {
     let fresh = chat::account(&seed).refresh(&phone).await.unwrap();
     assert_eq!(connack(&seed, raw::V5, &id, &alice, &fresh.access_token).await, 0);
 }
+
+/// The threads a message waits on run with short scheduler slices (`seed_broker::sched`):
+/// the network threads, the chat store's writer and fsync thread, the broker's store; the
+/// chat store's checkpoint thread keeps the kernel's default, so it gives way to them.
+#[cfg(target_os = "linux")]
+#[test]
+fn threads_on_the_message_path_ask_for_short_slices() {
+    let seed = Seed::start();
+    let slices = |pid: u32| -> Vec<(String, Option<u64>)> {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+        let read = |task: &std::path::Path, file: &str| {
+            std::fs::read_to_string(task.join(file)).unwrap_or_default()
+        };
+        tasks
+            .map(|task| task.unwrap().path())
+            .map(|task| {
+                let slice = read(&task, "sched").lines().find_map(|line| {
+                    let (key, value) = line.split_once(':')?;
+                    (key.trim() == "se.slice").then(|| value.trim().parse().ok())?
+                });
+                (read(&task, "comm").trim().to_owned(), slice)
+            })
+            .collect()
+    };
+    let threads = slices(seed.pid());
+    let slice_of = |name: &str| {
+        let found: Vec<_> = threads.iter().filter(|(comm, _)| comm == name).collect();
+        assert!(!found.is_empty(), "no thread {name} in {threads:?}");
+        found.iter().map(|(_, slice)| *slice).collect::<Vec<_>>()
+    };
+    let Some(default) = slice_of("seed-chat-check")[0] else {
+        eprintln!("this kernel does not report scheduler slices; nothing to check");
+        return;
+    };
+    let short = seed_broker::sched::SLICE.as_nanos() as u64;
+    assert!(default > short, "the checkpoint thread keeps the default slice: {threads:?}");
+    for name in ["tokio-rt-worker", "seed-chat-store", "seed-chat-sync", "seed-store"] {
+        assert!(slice_of(name).iter().all(|&s| s == Some(short)), "{name}: {threads:?}");
+    }
+}
