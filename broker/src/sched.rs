@@ -32,12 +32,6 @@ pub fn prefer_short_slices() {
     }
 }
 
-/// The calling thread's slice as the kernel reports it; None where it reports none (before
-/// 6.12, or not Linux).
-pub fn current_slice() -> Option<Duration> {
-    imp::slice().ok().flatten()
-}
-
 #[cfg(target_os = "linux")]
 mod imp {
     use std::io;
@@ -79,22 +73,27 @@ mod imp {
         if !is_fair(&current) {
             return Ok(());
         }
-        let attr = SchedAttr {
+        set(&SchedAttr {
             size: size_of::<SchedAttr>() as u32,
             policy: current.policy,
             flags: current.flags & SCHED_FLAG_RESET_ON_FORK,
             nice: current.nice,
             runtime: u64::try_from(slice.as_nanos()).unwrap_or(u64::MAX),
             ..SchedAttr::default()
-        };
+        })
+    }
+
+    fn set(attr: &SchedAttr) -> io::Result<()> {
         // SAFETY: `attr` is a valid `struct sched_attr` whose `size` field gives its length;
         // the kernel only reads it. pid 0 is the calling thread.
         let done = unsafe {
-            libc::syscall(libc::SYS_sched_setattr, 0, &raw const attr, 0 as libc::c_uint)
+            libc::syscall(libc::SYS_sched_setattr, 0, attr as *const SchedAttr, 0 as libc::c_uint)
         };
         if done == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
     }
 
+    /// The calling thread's slice as the kernel reports it; None before 6.12.
+    #[cfg(test)]
     pub fn slice() -> io::Result<Option<Duration>> {
         let attr = get()?;
         Ok((is_fair(&attr) && attr.runtime > 0).then(|| Duration::from_nanos(attr.runtime)))
@@ -107,17 +106,12 @@ mod imp {
 
     #[cfg(test)]
     pub fn set_nice(nice: i32) -> io::Result<()> {
-        let attr = SchedAttr {
+        set(&SchedAttr {
             size: size_of::<SchedAttr>() as u32,
             policy: libc::SCHED_OTHER as u32,
             nice,
             ..SchedAttr::default()
-        };
-        // SAFETY: as in `set_slice`.
-        let done = unsafe {
-            libc::syscall(libc::SYS_sched_setattr, 0, &raw const attr, 0 as libc::c_uint)
-        };
-        if done == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+        })
     }
 }
 
@@ -128,10 +122,6 @@ mod imp {
 
     pub fn set_slice(_: Duration) -> io::Result<()> {
         Err(io::Error::new(io::ErrorKind::Unsupported, "scheduler slices are a Linux feature"))
-    }
-
-    pub fn slice() -> io::Result<Option<Duration>> {
-        Ok(None)
     }
 }
 
@@ -145,6 +135,7 @@ mod tests {
         std::thread::spawn(|| {
             // Raising one's own nice value needs no privilege.
             imp::set_nice(5).expect("set nice 5");
+            let current_slice = || imp::slice().unwrap();
             let before = current_slice();
             prefer_short_slices();
             assert_eq!(imp::nice().unwrap(), 5, "the nice value is kept");
