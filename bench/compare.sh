@@ -29,6 +29,10 @@
 #   FANOUT_GROUPS (10)  FANOUT_MEMBERS (50)  FANOUT_RATE (1000 published msg/s)  FANOUT_DURATION (10)
 #   IDLE_CONNECTIONS (10000)  OFFLINE_MESSAGES (20000)  PAYLOAD (64)  MQTT_VERSION (4)
 #   MOSQ_NODELAY (1: add `set_tcp_nodelay true` to mosquitto.conf, as seed disables Nagle too)
+#   ROUNDS (1)    run the whole selection this many times, brokers alternating within each
+#                 round; the table then shows each metric's median and range over the rounds,
+#                 the ratio is the median of the rounds' ratios, and the targets use medians.
+#                 On a shared machine single runs of the latency scenarios vary by 2x or more.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -58,6 +62,8 @@ MOSQ_NODELAY="${MOSQ_NODELAY:-1}"
 CHAT_RATE_LIMIT="${CHAT_RATE_LIMIT:-1000000}"
 CHAT_DEFAULT_CONFIG="${CHAT_DEFAULT_CONFIG:-0}"
 CHAT_DURATION="${CHAT_DURATION:-$PAIRS_DURATION}"
+ROUNDS="${ROUNDS:-1}"
+[[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || { echo "ROUNDS must be a positive integer" >&2; exit 1; }
 SCENARIOS="${SCENARIOS:-pairs_max pairs_rate fanout_q0 fanout_q1 idle offline chat_max chat_rate}"
 
 log() { printf '[compare] %s\n' "$*" >&2; }
@@ -265,18 +271,18 @@ counterpart() {
 
 declare -A RES=()
 
-run_one() { # broker scenario
-    local broker=$1 sc=$2 line rc args process=$1
+run_one() { # broker scenario round
+    local broker=$1 sc=$2 round=$3 line rc args process=$1
     if [[ "$broker" == seed && "$sc" == chat_* ]]; then
         process=seed-chat
     fi
     if ! start_broker "$process"; then
-        RES["$broker:$sc"]="FAILED"
+        RES["$broker:$sc:$round"]="FAILED"
         return
     fi
     # shellcheck disable=SC2207
     args=($(scenario_args "$sc"))
-    log "$broker: $sc (${args[*]})"
+    log "round $round/$ROUNDS, $broker: $sc (${args[*]})"
     set +e
     echo "--- $broker $sc" >>"$ERRLOG"
     line=$(timeout 900 "${PIN_LOAD[@]}" "$BENCH_BIN" "${args[@]}" --host 127.0.0.1 --port "$PORT" \
@@ -286,12 +292,12 @@ run_one() { # broker scenario
     stop_broker
     if [[ -z "$line" ]]; then
         log "$broker: $sc failed (exit $rc), see $ERRLOG"
-        RES["$broker:$sc"]="FAILED"
+        RES["$broker:$sc:$round"]="FAILED"
         return
     fi
     (( rc == 0 )) || log "$broker: $sc exited $rc (incomplete run)"
-    echo "case=$sc $line" | tee -a "$RAW" >&2
-    RES["$broker:$sc"]="$line"
+    echo "case=$sc round=$round $line" | tee -a "$RAW" >&2
+    RES["$broker:$sc:$round"]="$line"
 }
 
 field() { # line key
@@ -305,19 +311,55 @@ field() { # line key
     echo "-"
 }
 
-for sc in $SCENARIOS; do
-    for broker in "${BROKERS[@]}"; do
-        if [[ "$sc" == chat_* ]]; then
-            if [[ "$broker" == seed ]]; then
-                run_one seed "$sc"
-            elif [[ -z "${RES[$broker:$(counterpart "$sc")]:-}" ]]; then
-                run_one "$broker" "$(counterpart "$sc")"
+for ((round = 1; round <= ROUNDS; round++)); do
+    for sc in $SCENARIOS; do
+        for broker in "${BROKERS[@]}"; do
+            if [[ "$sc" == chat_* ]]; then
+                if [[ "$broker" == seed ]]; then
+                    run_one seed "$sc" "$round"
+                elif [[ -z "${RES[$broker:$(counterpart "$sc"):$round]:-}" ]]; then
+                    run_one "$broker" "$(counterpart "$sc")" "$round"
+                fi
+            elif [[ -z "${RES[$broker:$sc:$round]:-}" ]]; then
+                run_one "$broker" "$sc" "$round"
             fi
-        elif [[ -z "${RES[$broker:$sc]:-}" ]]; then
-            run_one "$broker" "$sc"
-        fi
+        done
     done
 done
+
+values() { # broker scenario metric: the metric of every round, one word each
+    local round line
+    for ((round = 1; round <= ROUNDS; round++)); do
+        line=${RES[$1:$2:$round]:-}
+        if [[ "$line" == FAILED ]]; then echo FAILED; else field "$line" "$3"; fi
+    done
+}
+
+ratios() { # seed-values mosquitto-values: the rounds' ratios, where both are numbers
+    paste -d' ' <(tr ' ' '\n' <<<"$1") <(tr ' ' '\n' <<<"$2") | awk '
+        $1 ~ /^-?[0-9.]+$/ && $2 ~ /^-?[0-9.]+$/ && $2 + 0 != 0 { printf "%.4f\n", $1 / $2 }'
+}
+
+summary() { # words [digits]: one round's word as it is; more rounds: "median (min–max)"
+    awk -v rounds="$ROUNDS" -v digits="${2:-}" '
+        function show(x) {
+            if (digits != "") return sprintf("%." digits "f", x)
+            return x == int(x) ? sprintf("%d", x) : sprintf("%.1f", x)
+        }
+        { for (i = 1; i <= NF; i++) if ($i ~ /^-?[0-9.]+$/) v[++n] = $i + 0; else other = $i }
+        END {
+            if (rounds == 1 && n == 1 && digits == "") { print $1; exit }
+            if (n == 0) { print (other == "" ? "-" : other); exit }
+            for (i = 2; i <= n; i++)    # insertion sort: mawk has no asort
+                for (j = i; j > 1 && v[j - 1] > v[j]; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
+            m = (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+            if (v[1] == v[n]) print show(m); else printf "%s (%s–%s)\n", show(m), show(v[1]), show(v[n])
+        }' <<<"$1"
+}
+
+median() { # words: the median of the numbers among them, or "-"
+    summary "$1" | awk '{ print $1 }'
+}
 
 # --- report ----------------------------------------------------------------------------------
 echo
@@ -326,13 +368,11 @@ echo "|---|---|---:|---:|---:|"
 for sc in $SCENARIOS; do
     for m in $(scenario_metrics "$sc"); do
         qsc=$(counterpart "$sc")
-        s=$(field "${RES[seed:$sc]:-}" "$m")
-        q=$(field "${RES[mosquitto:$qsc]:-}" "$m")
-        [[ "${RES[seed:$sc]:-}" == FAILED ]] && s=FAILED
-        [[ "${RES[mosquitto:$qsc]:-}" == FAILED ]] && q=FAILED
-        ratio=$(awk -v a="$s" -v b="$q" 'BEGIN {
-            if (a ~ /^-?[0-9.]+$/ && b ~ /^-?[0-9.]+$/ && b + 0 != 0) printf "%.2f", a / b;
-            else print "-" }')
+        sv=$(values seed "$sc" "$m" | xargs)
+        qv=$(values mosquitto "$qsc" "$m" | xargs)
+        s=$(summary "$sv")
+        q=$(summary "$qv")
+        ratio=$(summary "$(ratios "$sv" "$qv" | xargs)" 2)
         label=$sc
         [[ "$sc" != "$qsc" ]] && label="$sc (mosquitto: $qsc)"
         echo "| $label | $m | $s | $q | $ratio |"
@@ -340,7 +380,7 @@ for sc in $SCENARIOS; do
 done
 echo
 
-# Targets for the chat server, checked against this run's figures.
+# Targets for the chat server, checked against this run's figures (medians over the rounds).
 target() { # description value op bound
     local verdict
     verdict=$(awk -v a="$2" -v b="$4" -v op="$3" 'BEGIN {
@@ -351,12 +391,12 @@ target() { # description value op bound
 }
 if [[ " $SCENARIOS " == *" chat_max "* ]]; then
     target "chat_max msg_per_s >= mosquitto pairs_max msg_per_s" \
-        "$(field "${RES[seed:chat_max]:-}" msg_per_s)" ">=" \
-        "$(field "${RES[mosquitto:pairs_max]:-}" msg_per_s)"
+        "$(median "$(values seed chat_max msg_per_s | xargs)")" ">=" \
+        "$(median "$(values mosquitto pairs_max msg_per_s | xargs)")"
 fi
 if [[ " $SCENARIOS " == *" chat_rate "* ]]; then
     target "chat_rate p99_us at $RATE msg/s <= 2000" \
-        "$(field "${RES[seed:chat_rate]:-}" p99_us)" "<=" 2000
+        "$(median "$(values seed chat_rate p99_us | xargs)")" "<=" 2000
 fi
 if grep -q "^chat: hook" "$ERRLOG"; then
     echo
