@@ -39,6 +39,35 @@ pub fn encode(seq: u64, ts_ns: u64, len: usize) -> Bytes {
     b.freeze()
 }
 
+/// `--latency-log`: every receiver's (send time, latency) pairs, gathered only when a file
+/// was asked for, and written once the run is over.
+pub struct LatencyLog<'a> {
+    path: Option<&'a std::path::Path>,
+    rows: Vec<(u64, u64)>,
+}
+
+impl<'a> LatencyLog<'a> {
+    pub fn new(path: Option<&'a std::path::Path>) -> LatencyLog<'a> {
+        LatencyLog { path, rows: Vec::new() }
+    }
+
+    /// Takes a receiver's messages.
+    pub fn add(&mut self, tracker: &Tracker) {
+        if self.path.is_some() {
+            let sends = tracker.sent_ns.iter().copied();
+            self.rows.extend(sends.zip(tracker.latencies_ns.iter().copied()));
+        }
+    }
+
+    /// Writes the file, if one was asked for ([`write_latency_log`]).
+    pub fn write(self, clock: &Clock) -> anyhow::Result<()> {
+        let Some(path) = self.path else { return Ok(()) };
+        use anyhow::Context as _;
+        write_latency_log(path, clock, self.rows)
+            .with_context(|| format!("writing {}", path.display()))
+    }
+}
+
 /// Writes one line per delivered message, `sent_unix_us latency_us`, in the order they were
 /// sent (`--latency-log`): the send times are wall-clock, to line up with the broker's logs.
 pub fn write_latency_log(

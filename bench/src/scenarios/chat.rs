@@ -179,7 +179,7 @@ pub async fn run(args: &Args) -> Result<Summary> {
     let (mut received, mut lost, mut dup, mut dup_ids, mut invalid) =
         (0u64, 0u64, 0u64, 0u64, 0u64);
     let mut latencies = Vec::new();
-    let mut sends = Vec::new();
+    let mut latency_log = stats::LatencyLog::new(args.latency_log.as_deref());
     let mut last_recv_ns = start_ns;
     while let Some(r) = tasks.join_next().await {
         let Some(r) = r.context("connection task panicked")? else { continue };
@@ -191,17 +191,12 @@ pub async fn run(args: &Args) -> Result<Summary> {
         invalid += t.invalid + r.invalid;
         last_recv_ns = last_recv_ns.max(t.last_recv_ns);
         latencies.extend_from_slice(&t.latencies_ns);
-        if args.latency_log.is_some() {
-            sends.extend(t.sent_ns.iter().copied().zip(t.latencies_ns.iter().copied()));
-        }
+        latency_log.add(&t);
     }
     if dup_ids != dup {
         eprintln!("chat: duplicates by sender seq {dup}, by message id {dup_ids}");
     }
-    if let Some(path) = &args.latency_log {
-        stats::write_latency_log(path, &clock, sends)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
+    latency_log.write(&clock)?;
     let elapsed = (last_recv_ns - start_ns) as f64 / 1e9;
     let refused = shared.refused.load(Ordering::Relaxed);
     if refused > 0 {

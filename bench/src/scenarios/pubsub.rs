@@ -143,7 +143,7 @@ pub async fn run(args: &Args, layout: &Layout) -> Result<Summary> {
     let mut summary = Summary { scenario: layout.scenario, cpu_us_per_msg, ..Summary::default() };
     let (mut received, mut lost, mut dup, mut invalid, mut failed) = (0u64, 0u64, 0u64, 0u64, 0u64);
     let mut latencies = Vec::new();
-    let mut sends = Vec::new();
+    let mut latency_log = stats::LatencyLog::new(args.latency_log.as_deref());
     let mut last_recv_ns = start_ns;
     while let Some(r) = sub_tasks.join_next().await {
         let r = r.context("subscriber task panicked")?;
@@ -156,15 +156,10 @@ pub async fn run(args: &Args, layout: &Layout) -> Result<Summary> {
         failed += u64::from(r.failed);
         last_recv_ns = last_recv_ns.max(t.last_recv_ns);
         latencies.extend_from_slice(&t.latencies_ns);
-        if args.latency_log.is_some() {
-            sends.extend(t.sent_ns.iter().copied().zip(t.latencies_ns.iter().copied()));
-        }
+        latency_log.add(&t);
     }
     while drivers.join_next().await.is_some() {}
-    if let Some(path) = &args.latency_log {
-        stats::write_latency_log(path, &clock, sends)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
+    latency_log.write(&clock)?;
     let elapsed = (last_recv_ns - start_ns) as f64 / 1e9;
     summary.sent = Some(sent_total);
     summary.received = Some(received);
