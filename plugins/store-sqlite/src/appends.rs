@@ -1,5 +1,5 @@
-//! What one transaction appends — messages, inbox entries, cursors — gathered while its
-//! calls are applied, then journaled as one row at its end (`journal.rs`).
+//! What one commit appends — messages, inbox entries, cursors — gathered while its
+//! calls are applied, then journaled as one record at its end (`journal.rs`).
 //!
 //! A call only *reads* while it is applied (its checks, the inbox heads), so a call that
 //! fails has changed nothing and needs no savepoint. Checks and seqs look at this batch
@@ -15,7 +15,7 @@ use crate::journal::Item;
 use crate::unflushed::{Slice, Unflushed};
 use crate::{backend, reads, uint};
 
-/// The appends of the transaction being built.
+/// The appends of the commit being built.
 #[derive(Default)]
 pub struct Appends {
     items: Vec<Item>,
@@ -27,12 +27,12 @@ pub struct Appends {
     ids: HashSet<(String, u64)>,
     /// (user, device) → highest acknowledged seq.
     cursors: HashMap<(String, String), u64>,
-    /// Written out in this transaction (expiry writes inboxes out early).
+    /// Written out in this batch's transaction (expiry writes inboxes out early).
     pub written: Vec<Slice>,
 }
 
 impl Appends {
-    /// `ChatStore::append_message`, in this transaction.
+    /// `ChatStore::append_message`, in this commit.
     pub fn message(
         &mut self,
         conn: &Connection,
@@ -69,7 +69,7 @@ impl Appends {
         Ok(Appended::New { seqs })
     }
 
-    /// `ChatStore::append_entries`, in this transaction: each entry takes the next seq of
+    /// `ChatStore::append_entries`, in this commit: each entry takes the next seq of
     /// its inbox.
     pub fn entries(
         &mut self,
@@ -105,7 +105,7 @@ impl Appends {
         Ok(seqs)
     }
 
-    /// `ChatStore::set_cursor`, in this transaction: only a seq beyond the cursor moves it.
+    /// `ChatStore::set_cursor`, in this commit: only a seq beyond the cursor moves it.
     pub fn cursor(
         &mut self,
         conn: &Connection,

@@ -1,14 +1,16 @@
 //! Durability apart from the commit: the writer commits without waiting for the disk, and
-//! a thread of its own fsyncs the WAL behind it.
+//! a thread of its own fsyncs the journal file and the WAL behind it.
 //!
-//! A commit with `synchronous = NORMAL` writes its WAL frames into the page cache and
-//! returns: from then on a crash of the process cannot lose it (the kernel holds the
-//! pages), and every read sees it. One `fdatasync` of the WAL file then puts every commit
-//! written before it on the disk. So the writer numbers its commits, tells this thread the
-//! newest, and goes on with the next batch while the disk works; callers that must not
-//! answer before the disk has their commit wait for its number ([`Syncer::wait`]). One
-//! sync covers every commit written meanwhile: group commit for the fsync, pipelined with
-//! the transactions.
+//! A commit writes its appends as a journal record (`segments.rs`) and anything else in a
+//! SQLite transaction, which with `synchronous = NORMAL` writes its WAL frames into the
+//! page cache and returns: from then on a crash of the process cannot lose it (the kernel
+//! holds the pages), and every read sees it. One `fdatasync` of the journal's current
+//! segment (and of the WAL, if the commit wrote to it) then puts every commit written
+//! before it on the disk. So the writer numbers its commits, tells this thread the newest,
+//! and goes on with the next batch while the disk works; callers that must not answer
+//! before the disk has their commit wait for its number ([`Syncer::wait`]). One sync
+//! covers every commit written meanwhile: group commit for the fsync, pipelined with the
+//! transactions.
 //!
 //! That is what lets the chat deliver a message while its fsync is under way (the sender's
 //! PUBACK still waits for it): the fsync's tail, not its median, set the delivery latency's
@@ -27,6 +29,8 @@ use std::time::{Duration, Instant};
 
 use seed_chat_core::StoreError;
 use tokio::sync::watch;
+
+use crate::segments::Current;
 
 /// Inbox entries that may be applied and not yet on disk at once. A commit that would pass
 /// it is answered only after the sync that brings it back under. A power cut loses at
@@ -47,6 +51,8 @@ struct State {
     written: u64,
     /// The newest commit on disk.
     synced: u64,
+    /// A commit since the last sync wrote to the WAL, not only to the journal.
+    wal: bool,
     /// The writer has stopped: sync what is written and end.
     closing: bool,
 }
@@ -74,9 +80,13 @@ impl Syncer {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The writer committed `commit`: the next sync includes it.
-    pub fn written(&self, commit: u64) {
-        self.lock().written = commit;
+    /// The writer committed `commit`, with `wal` if it wrote to the WAL: the next sync
+    /// includes it.
+    pub fn written(&self, commit: u64, wal: bool) {
+        let mut state = self.lock();
+        state.written = commit;
+        state.wal |= wal;
+        drop(state);
         self.changed.notify_all();
     }
 
@@ -115,15 +125,16 @@ impl Syncer {
         self.changed.notify_all();
     }
 
-    /// The thread: fsyncs `wal` whenever a commit is written past the last sync, until
-    /// closed.
-    pub fn run(&self, wal: &File) {
+    /// The thread: fsyncs the journal's current segment, and `wal` when a commit wrote
+    /// to it, whenever a commit is written past the last sync, until closed. (The writer
+    /// syncs a segment itself before it moves on to the next.)
+    pub fn run(&self, wal: &File, journal: &Current) {
         let mut last = Instant::now();
         loop {
             if let Some(early) = SYNC_EVERY.checked_sub(last.elapsed()) {
                 std::thread::sleep(early);
             }
-            let target = {
+            let (target, wal_written) = {
                 let mut state = self.lock();
                 while state.written == state.synced && !state.closing {
                     state = self.changed.wait(state).unwrap_or_else(PoisonError::into_inner);
@@ -131,11 +142,16 @@ impl Syncer {
                 if state.written == state.synced {
                     return;
                 }
-                state.written
+                (state.written, std::mem::take(&mut state.wal))
             };
             last = Instant::now();
-            if let Err(e) = wal.sync_data() {
-                tracing::error!(error = %e, "chat store: fsync of the WAL failed; writes are refused until a restart");
+            let segment = journal.lock().unwrap_or_else(PoisonError::into_inner).clone();
+            let synced = segment.sync_data().and_then(|()| match wal_written {
+                true => wal.sync_data(),
+                false => Ok(()),
+            });
+            if let Err(e) = synced {
+                tracing::error!(error = %e, "chat store: fsync failed; writes are refused until a restart");
                 let _ = self.failed.set(StoreError::Backend(format!(
                     "the chat store could not sync its file ({e}); it takes no writes until restarted"
                 )));

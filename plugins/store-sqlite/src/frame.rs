@@ -1,5 +1,5 @@
-//! The byte framing of what the store packs into blobs (inbox chunks, journal rows): big-endian
-//! fixed-width integers and length-prefixed byte strings.
+//! The byte framing of what the store packs into blobs (inbox chunks, journal records):
+//! big-endian fixed-width integers and length-prefixed byte strings.
 //!
 //! Fixed-width lengths keep the format writable from SQL (`unhex(printf('%08X', n))`), which
 //! a migration uses. Reading never panics: a short or malformed blob is `None`, which the
@@ -38,7 +38,7 @@ fn len32(len: usize) -> u32 {
 }
 
 /// A blob that does not parse (the file is damaged): what it was, and where in it (an inbox
-/// chunk's seq, a journal row's item) reading went wrong.
+/// chunk's seq, a journal record's item) reading went wrong.
 #[derive(Debug)]
 pub struct Damaged {
     pub what: &'static str,

@@ -1,15 +1,16 @@
-//! The journal: what each transaction appended, as one row.
+//! The journal: what each commit appended, as one record (written by `segments.rs`).
 //!
-//! An append (message, inbox entry, cursor) is made durable by its transaction's journal
-//! row alone: one row, written at the end of the table, a few pages per commit however many
-//! inboxes and chats the batch touched. The same items wait in memory (`unflushed.rs`) and
-//! go to their own tables later, grouped — many entries of an inbox in one chunk row, many
-//! messages of a chat on the same pages. Written straight to those tables instead, each
-//! commit rewrote a page or two for every inbox and chat it touched: about ten 2 KiB pages
-//! per message at 5,000 messages a second, which was the WAL's bandwidth, its fsync time
-//! and most of the writer's CPU.
+//! An append (message, inbox entry, cursor) is made durable by its commit's journal record
+//! alone: one record at the end of the journal, however many inboxes and chats the batch
+//! touched. The same items wait in memory (`unflushed.rs`) and go to their own tables
+//! later, grouped — many entries of an inbox in one chunk row, many messages of a chat on
+//! the same pages. Written straight to those tables instead, each commit rewrote a page or
+//! two for every inbox and chat it touched: about ten 2 KiB pages per message at 5,000
+//! messages a second, which was the WAL's bandwidth, its fsync time and most of the
+//! writer's CPU.
 //!
-//! On open, the rows still in the table are read back into memory (`Unflushed::recover`).
+//! On open, the records still in the journal (and the rows of the `journal` table that
+//! builds before the journal file used) are read back into memory (`Unflushed::recover`).
 
 use bytes::Bytes;
 
@@ -30,7 +31,7 @@ const ENTRY: u8 = 1;
 const MESSAGE: u8 = 2;
 const CURSOR: u8 = 3;
 
-/// A journal row's bytes.
+/// A journal record's bytes.
 pub fn encode(items: &[Item]) -> Vec<u8> {
     let mut out = Vec::with_capacity(items.iter().map(encoded_len).sum());
     for item in items {
@@ -76,13 +77,13 @@ fn encoded_len(item: &Item) -> usize {
     }
 }
 
-/// The items of a journal row.
-pub fn decode(row: Bytes) -> Result<Vec<Item>, Damaged> {
-    let mut reader = Reader::new(row);
+/// The items of a journal record.
+pub fn decode(record: Bytes) -> Result<Vec<Item>, Damaged> {
+    let mut reader = Reader::new(record);
     let mut items = Vec::new();
     while !reader.is_empty() {
         let at = items.len() as u64;
-        items.push(item(&mut reader).ok_or(Damaged { what: "journal row, item", at })?);
+        items.push(item(&mut reader).ok_or(Damaged { what: "journal record, item", at })?);
     }
     Ok(items)
 }

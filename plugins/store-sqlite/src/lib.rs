@@ -14,9 +14,10 @@
 //! the fsync of its commits on a thread of its own (`durable.rs`; seqs after a power cut
 //! in `floor.rs`), concurrent readers on read-only connections (`reads.rs`), a versioned
 //! schema (`schema.rs`), and [`SqliteChatStore`] (`store.rs`) tying them to the trait.
-//! Appends are committed as one journal row per transaction (`appends.rs`, `journal.rs`)
-//! and wait in memory (`unflushed.rs`) until they are written to their tables grouped, an
-//! inbox's entries as chunks (`chunk.rs`); `frame.rs` is the byte format of those blobs.
+//! Appends are written as one journal record per commit (`appends.rs`, `journal.rs`) to a
+//! file of their own beside the database (`segments.rs`), and wait in memory
+//! (`unflushed.rs`) until they are written to their tables grouped, an inbox's entries as
+//! chunks (`chunk.rs`); `frame.rs` is the byte format of those blobs.
 //! The contract itself is checked by `seed_chat_core::conformance`, which the tests here
 //! run.
 
@@ -28,6 +29,7 @@ mod frame;
 mod journal;
 mod reads;
 mod schema;
+mod segments;
 mod store;
 mod unflushed;
 mod writer;

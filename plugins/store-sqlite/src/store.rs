@@ -21,6 +21,7 @@ use tokio::sync::oneshot;
 
 use crate::durable::Syncer;
 use crate::reads::{self, Readers};
+use crate::segments::{self, Segments};
 use crate::unflushed::{self, Unflushed, Waiting};
 use crate::writer::{self, Job, Reply, Write};
 use crate::{floor, schema};
@@ -31,7 +32,7 @@ pub struct SqliteChatStore {
     path: PathBuf,
     writes: mpsc::Sender<Job>,
     readers: Arc<Readers>,
-    /// Appends committed to the journal and not yet to their tables.
+    /// Appends written to the journal and not yet to their tables.
     waiting: Arc<Waiting>,
     /// With `fsync` on: the thread that puts commits on disk.
     syncer: Option<Arc<Syncer>>,
@@ -52,12 +53,20 @@ impl SqliteChatStore {
     pub fn open(path: &Path, fsync: bool) -> Result<SqliteChatStore, StoreError> {
         let conn = schema::open_writer(path)?;
         let checkpoints = schema::open_writer(path)?;
-        let mut unflushed = Unflushed::recover(&conn, now_millis())?;
+        let journal_dir = segments::dir_of(path);
+        let journal_lock = segments::lock(&journal_dir)?;
+        let records = segments::read_all(&journal_dir)?;
+        let mut unflushed = Unflushed::recover(&conn, records, now_millis())?;
         unflushed.set_seq_floor(floor::seq_floor(&conn, unflushed.highest_seq(), fsync)?);
+        // Whatever the journal held goes to its tables now, so it starts empty.
+        unflushed.write_out_all(&conn)?;
         let waiting = Arc::new(Waiting::new(unflushed));
         // No transaction is open yet: nothing writes to the WAL while it grows. This also
-        // puts what the recovery and the floor committed on disk.
-        let wal = schema::open_wal(path, fsync)?;
+        // puts what the recovery, the floor and the write-out committed on disk, before the
+        // journal's old segments go.
+        let wal = Arc::new(schema::open_wal(path, fsync)?);
+        let journal = Segments::create(&journal_dir, journal_lock, fsync)?;
+        let segment = journal.current();
         let spawn = |name: &str, run: Box<dyn FnOnce() + Send>| {
             thread::Builder::new()
                 .name(name.into())
@@ -67,11 +76,12 @@ impl SqliteChatStore {
         };
         let syncer = fsync.then(|| Arc::new(Syncer::new()));
         if let Some(syncer) = syncer.clone() {
+            let wal = wal.clone();
             spawn(
                 "seed-chat-sync",
                 Box::new(move || {
                     prefer_short_slices();
-                    syncer.run(&wal)
+                    syncer.run(&wal, &segment)
                 }),
             )?;
         }
@@ -79,11 +89,12 @@ impl SqliteChatStore {
         let finish_checkpoint = Arc::new(AtomicBool::new(false));
         let finish = finish_checkpoint.clone();
         let (writer_waiting, writer_syncer) = (waiting.clone(), syncer.clone());
+        let files = writer::Files { conn, journal, wal: fsync.then_some(wal) };
         spawn(
             "seed-chat-store",
             Box::new(move || {
                 prefer_short_slices();
-                writer::run(conn, jobs, &writer_waiting, &finish, writer_syncer.as_deref())
+                writer::run(files, jobs, &writer_waiting, &finish, writer_syncer.as_deref())
             }),
         )?;
         let (alive, gone) = mpsc::channel::<()>();

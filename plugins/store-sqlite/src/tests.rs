@@ -10,7 +10,7 @@ use seed_broker::toml;
 use seed_chat_core::conformance::{self, message};
 use seed_chat_core::{Appended, ChatStore, StoreError, dm_chat};
 
-use crate::{Config, SqliteChatStore, factory};
+use crate::{Config, SqliteChatStore, factory, journal, segments};
 
 fn open(dir: &tempfile::TempDir, fsync: bool) -> Arc<SqliteChatStore> {
     Arc::new(SqliteChatStore::open(&dir.path().join("chat.db"), fsync).unwrap())
@@ -222,15 +222,13 @@ async fn journal_and_tables_agree_across_reopen() {
     tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
     store.append_message(message(2, "alice", "bob", Some("k2"))).await.unwrap();
     store.append_message(message(3, "carol", "bob", None)).await.unwrap();
-    let journal_rows = |store: &SqliteChatStore| {
-        let conn = rusqlite::Connection::open(store.path()).unwrap();
-        conn.query_row("SELECT COUNT(*) FROM journal", [], |r| r.get::<_, i64>(0)).unwrap()
-    };
-    assert!(journal_rows(&store) <= 2, "written-out rows must leave the journal");
+    let journal = segments::dir_of(store.path());
+    assert_eq!(segments::read_all(&journal).unwrap().len(), 4, "a record per call");
     drop(store);
 
     for _ in 0..2 {
         let store = open(&dir, false);
+        assert!(segments::read_all(&journal).unwrap().is_empty(), "all written out at open");
         let seqs: Vec<u64> =
             store.inbox("bob", 0, 100).await.unwrap().iter().map(|e| e.seq).collect();
         assert_eq!(seqs, vec![1, 2, 3]);
@@ -269,4 +267,41 @@ async fn a_cursor_never_moves_back_across_a_write_out() {
     assert_eq!(store.cursor("bob", "phone").await.unwrap(), 5);
     store.set_cursor("bob", "phone", 6).await.unwrap();
     assert_eq!(store.cursor("bob", "phone").await.unwrap(), 6);
+}
+
+/// A store written by a build that kept the journal in a table (schema 2) opens with
+/// what waited there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_of_the_journal_table_are_recovered() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(&dir, false));
+    let items = vec![
+        journal::Item::Message {
+            chat: dm_chat("alice", "bob"),
+            id: 7,
+            sender: "alice".into(),
+            body: bytes::Bytes::from_static(b"hi"),
+            key: Some("k7".into()),
+        },
+        journal::Item::Entry {
+            user: "bob".into(),
+            seq: 1,
+            envelope: bytes::Bytes::from_static(b"e1"),
+            skip_device: None,
+            created_at: seed_chat_core::now_millis(),
+        },
+    ];
+    let conn = rusqlite::Connection::open(dir.path().join("chat.db")).unwrap();
+    conn.execute("INSERT INTO journal (items) VALUES (?1)", [journal::encode(&items)]).unwrap();
+    drop(conn);
+
+    let store = open(&dir, false);
+    let inbox = store.inbox("bob", 0, 10).await.unwrap();
+    assert_eq!((inbox.len(), inbox[0].envelope.as_ref()), (1, &b"e1"[..]));
+    assert_eq!(store.history(&dm_chat("alice", "bob"), None, 10).await.unwrap()[0].id, 7);
+    let again = store.append_message(message(9, "alice", "bob", Some("k7"))).await.unwrap();
+    assert_eq!(again, Appended::Duplicate { id: 7 });
+    let conn = rusqlite::Connection::open(store.path()).unwrap();
+    let rows: i64 = conn.query_row("SELECT COUNT(*) FROM journal", [], |r| r.get(0)).unwrap();
+    assert_eq!(rows, 0, "the table is emptied once its items are written out");
 }

@@ -1,11 +1,12 @@
-//! Appends that are durable in the journal (`journal.rs`) but not yet in their own tables.
+//! Appends that are durable in the journal (`journal.rs`, `segments.rs`) but not yet in
+//! their own tables.
 //!
 //! They wait here, grouped by where they will go — an inbox, a chat, a device's cursor —
 //! and once a group's oldest item is [`MAX_AGE_MS`] old the writer writes it out, a slice
 //! at a time, in transactions of their own while no call waits: an inbox's entries of a
 //! second become a few chunk rows, a chat's messages land on the same few pages. When too
 //! many items wait, whole groups go out with the calls' own transactions instead. A journal
-//! row is deleted once none of its items wait any more.
+//! segment is removed once none of its records' items wait any more.
 //!
 //! Reads see both: the readers (`reads.rs`) copy what waits here first and then read the
 //! tables, so an item written out meanwhile is found in the tables (and merged once). The
@@ -77,19 +78,19 @@ struct Entry {
     envelope: Bytes,
     skip_device: Option<String>,
     created_at: u64,
-    row: i64,
+    record: u64,
 }
 
 struct Message {
     sender: String,
     body: Bytes,
     key: Option<String>,
-    row: i64,
+    record: u64,
 }
 
 struct Cursor {
     seq: u64,
-    row: i64,
+    record: u64,
 }
 
 #[derive(Default)]
@@ -101,12 +102,10 @@ pub struct Unflushed {
     cursors: HashMap<(String, String), Cursor>,
     /// Every group with items, in the order it got its oldest one, with that item's time.
     queue: VecDeque<(Group, u64)>,
-    /// Journal row → how many of its items wait here.
-    live: BTreeMap<i64, usize>,
-    /// The newest journal row added.
-    last_row: i64,
-    /// Journal rows below this one are deleted (committed).
-    cleared_below: i64,
+    /// Journal record → how many of its items wait here.
+    live: BTreeMap<u64, usize>,
+    /// The newest journal record added.
+    last_record: u64,
     items: usize,
     /// The highest message id written to the `messages` table.
     max_stored_id: u64,
@@ -115,9 +114,9 @@ pub struct Unflushed {
 }
 
 impl Unflushed {
-    /// The appends of journal row `row`, committed at `now` (unix ms).
-    pub fn add(&mut self, items: Vec<Item>, row: i64, now: u64) {
-        self.last_row = row;
+    /// The appends of journal record `record`, written at `now` (unix ms).
+    pub fn add(&mut self, items: Vec<Item>, record: u64, now: u64) {
+        self.last_record = record;
         for item in items {
             match item {
                 Item::Entry { user, seq, envelope, skip_device, created_at } => {
@@ -128,7 +127,7 @@ impl Unflushed {
                             self.inboxes.entry(user).or_default()
                         }
                     };
-                    inbox.push_back(Entry { seq, envelope, skip_device, created_at, row });
+                    inbox.push_back(Entry { seq, envelope, skip_device, created_at, record });
                 }
                 Item::Message { chat, id, sender, body, key } => {
                     let messages = match self.chats.get_mut(&chat) {
@@ -141,49 +140,38 @@ impl Unflushed {
                     if let Some(key) = &key {
                         self.keys.insert((sender.clone(), key.clone()), id);
                     }
-                    if let Some(replaced) = messages.insert(id, Message { sender, body, key, row })
+                    if let Some(replaced) =
+                        messages.insert(id, Message { sender, body, key, record })
                     {
                         // Only a recovery reads the same message twice; keep the count right.
                         self.items -= 1;
-                        release(&mut self.live, replaced.row);
+                        release(&mut self.live, replaced.record);
                     }
                 }
                 Item::Cursor { user, device, seq } => {
                     match self.cursors.get_mut(&(user.clone(), device.clone())) {
                         Some(cursor) if cursor.seq >= seq => continue,
                         Some(cursor) => {
-                            release(&mut self.live, cursor.row);
+                            release(&mut self.live, cursor.record);
                             self.items -= 1;
-                            *cursor = Cursor { seq, row };
+                            *cursor = Cursor { seq, record };
                         }
                         None => {
                             self.queue
                                 .push_back((Group::Cursor(user.clone(), device.clone()), now));
-                            self.cursors.insert((user, device), Cursor { seq, row });
+                            self.cursors.insert((user, device), Cursor { seq, record });
                         }
                     }
                 }
             }
             self.items += 1;
-            *self.live.entry(row).or_default() += 1;
+            *self.live.entry(record).or_default() += 1;
         }
     }
 
-    /// Journal rows below this one hold nothing that waits here.
-    fn first_live_row(&self) -> i64 {
-        self.live.first_key_value().map_or(self.last_row + 1, |(&row, _)| row)
-    }
-
-    /// The journal rows below the returned one can be deleted, and some of them still are
-    /// (None: nothing to delete since the last time).
-    pub fn journal_to_clear(&self) -> Option<i64> {
-        let below = self.first_live_row();
-        (below > self.cleared_below).then_some(below)
-    }
-
-    /// The rows below `below` were deleted, and that is committed.
-    pub fn journal_cleared(&mut self, below: i64) {
-        self.cleared_below = self.cleared_below.max(below);
+    /// Journal records below this one hold nothing that waits here.
+    pub fn first_live_record(&self) -> u64 {
+        self.live.first_key_value().map_or(self.last_record + 1, |(&record, _)| record)
     }
 
     /// What a transaction that appends `incoming` items must write out besides, leaving out
@@ -274,30 +262,30 @@ impl Unflushed {
     pub fn forget(&mut self, slices: &[Slice]) {
         let mut emptied = HashSet::default();
         for Slice { group, items } in slices {
-            let (rows, empty): (Vec<i64>, bool) = match group {
+            let (records, empty): (Vec<u64>, bool) = match group {
                 Group::Inbox(user) => {
                     let Some(entries) = self.inboxes.get_mut(user) else { continue };
                     let n = (*items).min(entries.len());
-                    (entries.drain(..n).map(|e| e.row).collect(), entries.is_empty())
+                    (entries.drain(..n).map(|e| e.record).collect(), entries.is_empty())
                 }
                 Group::Chat(chat) => {
                     let Some(messages) = self.chats.get_mut(chat) else { continue };
-                    let mut rows = Vec::with_capacity(*items);
+                    let mut records = Vec::with_capacity(*items);
                     for _ in 0..*items {
                         let Some((id, message)) = messages.pop_first() else { break };
                         self.max_stored_id = self.max_stored_id.max(id);
                         if let Some(key) = message.key {
                             self.keys.remove(&(message.sender, key));
                         }
-                        rows.push(message.row);
+                        records.push(message.record);
                     }
-                    (rows, messages.is_empty())
+                    (records, messages.is_empty())
                 }
                 Group::Cursor(user, device) => {
                     let Some(cursor) = self.cursors.remove(&(user.clone(), device.clone())) else {
                         continue;
                     };
-                    (vec![cursor.row], true)
+                    (vec![cursor.record], true)
                 }
             };
             if empty {
@@ -308,9 +296,9 @@ impl Unflushed {
                 }
                 emptied.insert(group);
             }
-            self.items -= rows.len();
-            for row in rows {
-                release(&mut self.live, row);
+            self.items -= records.len();
+            for record in records {
+                release(&mut self.live, record);
             }
         }
         if !emptied.is_empty() {
@@ -380,24 +368,35 @@ impl Unflushed {
             .collect()
     }
 
-    /// Reads the journal back after a restart. Entries already written out (at or below
-    /// their inbox's stored head) are left out; the other items are idempotent.
-    pub fn recover(conn: &Connection, now: u64) -> Result<Unflushed, StoreError> {
+    /// Reads the journal back after a restart: the rows of the `journal` table, where
+    /// builds before the journal file kept it, then the journal file's `records`
+    /// (`segments.rs`), numbered here from 1 in that order. Entries already written out
+    /// (at or below their inbox's stored head) are left out; the other items are
+    /// idempotent.
+    pub fn recover(
+        conn: &Connection,
+        records: Vec<Bytes>,
+        now: u64,
+    ) -> Result<Unflushed, StoreError> {
         let max_stored_id = conn
             .query_row("SELECT value FROM store_state WHERE key = 'max_message_id'", [], |r| {
                 crate::uint(r, 0)
             })
             .map_err(backend)?;
         let mut unflushed = Unflushed { max_stored_id, ..Unflushed::default() };
+        let rows = conn
+            .prepare("SELECT id, items FROM journal ORDER BY id")
+            .and_then(|mut s| {
+                s.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(backend)?;
+        let rows = rows.into_iter().map(|(id, blob)| (format!("journal row {id}"), blob.into()));
+        let records = records.into_iter().zip(1..).map(|(b, n)| (format!("journal record {n}"), b));
         let mut heads: HashMap<String, u64> = HashMap::default();
-        let mut statement =
-            conn.prepare("SELECT id, items FROM journal ORDER BY id").map_err(backend)?;
-        let mut rows = statement.query([]).map_err(backend)?;
-        while let Some(row) = rows.next().map_err(backend)? {
-            let id: i64 = row.get(0).map_err(backend)?;
-            let blob = Bytes::from(row.get::<_, Vec<u8>>(1).map_err(backend)?);
-            let items = journal::decode(blob)
-                .map_err(|e| StoreError::Backend(format!("journal row {id}: {e}")))?;
+        for ((what, blob), number) in rows.chain(records).zip(1..) {
+            let items =
+                journal::decode(blob).map_err(|e| StoreError::Backend(format!("{what}: {e}")))?;
             let mut waiting = Vec::with_capacity(items.len());
             for item in items {
                 if let Item::Entry { user, seq, .. } = &item {
@@ -415,17 +414,37 @@ impl Unflushed {
                 }
                 waiting.push(item);
             }
-            unflushed.add(waiting, id, now);
+            unflushed.add(waiting, number, now);
         }
         Ok(unflushed)
     }
+
+    /// Writes every waiting item to its table and empties the `journal` table, in one
+    /// transaction. Then nothing waits, and journal records are numbered from 1 again.
+    pub fn write_out_all(&mut self, conn: &Connection) -> Result<(), StoreError> {
+        let all: Vec<Slice> = self
+            .queue
+            .iter()
+            .map(|(group, _)| Slice { group: group.clone(), items: self.count(group) })
+            .collect();
+        let sql = |sql: &str| conn.execute_batch(sql).map_err(backend);
+        sql("BEGIN IMMEDIATE")?;
+        let written = self.write(conn, &all).and_then(|()| sql("DELETE FROM journal; COMMIT"));
+        if written.is_err() {
+            let _ = sql("ROLLBACK");
+        }
+        written?;
+        self.forget(&all);
+        self.last_record = 0;
+        Ok(())
+    }
 }
 
-fn release(live: &mut BTreeMap<i64, usize>, row: i64) {
-    if let Some(count) = live.get_mut(&row) {
+fn release(live: &mut BTreeMap<u64, usize>, record: u64) {
+    if let Some(count) = live.get_mut(&record) {
         *count -= 1;
         if *count == 0 {
-            live.remove(&row);
+            live.remove(&record);
         }
     }
 }

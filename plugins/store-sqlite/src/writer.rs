@@ -9,15 +9,17 @@
 //! caller waits for (the next batch is meanwhile applied).
 //!
 //! Appends (messages, inbox entries, cursors) are gathered while the batch is applied and
-//! journaled as one row at its end (`appends.rs`, `journal.rs`); once committed they wait in
-//! memory (`unflushed.rs`) until a later transaction writes them to their own tables. A
-//! call that fails is undone alone and gets its error, while the rest of its batch still
-//! commits: appends change nothing until the end, the account writes are single
-//! statements, and the one write of several statements runs in a SAVEPOINT. Seqs are
-//! assigned here, inside the transaction, so a failed call never burns a seq and
-//! concurrent callers can never get the same one.
+//! written as one journal record at its end (`appends.rs`, `journal.rs`, `segments.rs`);
+//! then they wait in memory (`unflushed.rs`) until a later transaction writes them to
+//! their own tables. Only the other calls (accounts, blocks, watermarks, expiry) open a
+//! SQLite transaction, so a batch of appends alone costs one `pwrite`. A call that fails
+//! is undone alone and gets its error, while the rest of its batch still commits: appends
+//! change nothing until the end, the account writes are single statements, and the one
+//! write of several statements runs in a SAVEPOINT. Seqs are assigned here, so a failed
+//! call never burns a seq and concurrent callers can never get the same one.
 
 use std::collections::VecDeque;
+use std::fs::File;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
@@ -28,6 +30,7 @@ use tokio::sync::oneshot;
 
 use crate::appends::Appends;
 use crate::durable::{Syncer, UNSYNCED_ENTRIES};
+use crate::segments::Segments;
 use crate::unflushed::{self, Idle, Slice, Unflushed, Waiting};
 use crate::{backend, int, journal, schema, uint, watermark_kind};
 
@@ -56,6 +59,11 @@ impl Write {
     fn needs_savepoint(&self) -> bool {
         matches!(self, Write::RevokeDevice { .. })
     }
+
+    /// Whether the write only appends (to the journal, not to SQLite).
+    fn is_append(&self) -> bool {
+        matches!(self, Write::AppendMessage(_) | Write::AppendEntries(_) | Write::SetCursor { .. })
+    }
 }
 
 /// What a write call answers.
@@ -81,21 +89,30 @@ pub struct Job {
 /// How often the checkpoint thread copies the WAL back into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
+/// What the writer writes to besides its jobs' channel.
+pub struct Files {
+    pub conn: Connection,
+    pub journal: Segments,
+    /// With `fsync` on: the WAL, synced before journal segments are removed.
+    pub wal: Option<std::sync::Arc<File>>,
+}
+
 /// The writer's loop: runs until every sender is gone, then finishes what is queued.
 /// `finish_checkpoint` is raised by the checkpoint thread when the writer outran it;
 /// `syncer` (with `fsync` on) is told of every commit.
 pub fn run(
-    mut conn: Connection,
+    files: Files,
     jobs: mpsc::Receiver<Job>,
     waiting: &Waiting,
     finish_checkpoint: &AtomicBool,
     syncer: Option<&Syncer>,
 ) {
+    let Files { mut conn, mut journal, wal } = files;
     let mut batch = Vec::new();
     let mut results = Vec::new();
     let mut commits = 0;
     let mut unsynced = Unsynced::default();
-    while let Some(first) = next_job(&mut conn, &jobs, waiting) {
+    while let Some(first) = next_job(&mut conn, &mut journal, wal.as_deref(), &jobs, waiting) {
         if finish_checkpoint.swap(false, Ordering::Relaxed) {
             checkpoint(&conn);
         }
@@ -108,13 +125,16 @@ pub fn run(
         }
         if let Some(error) = syncer.and_then(Syncer::failed) {
             results.extend(batch.iter().map(|_| Err(error.clone())));
-        } else if let Some(entries) = commit_batch(&mut conn, &batch, waiting, &mut results) {
+        } else if let Some(committed) =
+            commit_batch(&mut conn, &mut journal, &batch, waiting, &mut results)
+        {
             commits += 1;
             if let Some(syncer) = syncer {
-                syncer.written(commits);
-                unsynced.add(syncer, commits, entries);
+                syncer.written(commits, committed.wal);
+                unsynced.add(syncer, commits, committed.entries);
             }
         }
+        retire(&mut journal, waiting, wal.as_deref());
         for (job, result) in batch.drain(..).zip(results.drain(..)) {
             // The caller may have gone away (its future was dropped); the write stands.
             let _ = job.reply.send(result.map(|reply| (reply, commits)));
@@ -127,7 +147,13 @@ pub fn run(
 
 /// The next call, or None once every sender is gone. While none waits, writes out what
 /// has waited long enough in memory, a slice per transaction (`unflushed.rs`).
-fn next_job(conn: &mut Connection, jobs: &mpsc::Receiver<Job>, waiting: &Waiting) -> Option<Job> {
+fn next_job(
+    conn: &mut Connection,
+    journal: &mut Segments,
+    wal: Option<&File>,
+    jobs: &mpsc::Receiver<Job>,
+    waiting: &Waiting,
+) -> Option<Job> {
     loop {
         match jobs.try_recv() {
             Ok(job) => return Some(job),
@@ -139,6 +165,7 @@ fn next_job(conn: &mut Connection, jobs: &mpsc::Receiver<Job>, waiting: &Waiting
             Idle::WriteOut(slice) => {
                 let started = Instant::now();
                 write_out(conn, waiting, slice);
+                retire(journal, waiting, wal);
                 // A breather as long as the slice took: the threads that make the calls may
                 // share this one's core, and a second's worth of groups comes due at once.
                 jobs.recv_timeout(started.elapsed())
@@ -156,25 +183,12 @@ fn next_job(conn: &mut Connection, jobs: &mpsc::Receiver<Job>, waiting: &Waiting
 
 /// Writes one slice of waiting items out to its table, in a transaction of its own.
 fn write_out(conn: &mut Connection, waiting: &Waiting, slice: Slice) {
-    let result = {
-        let unflushed = unflushed::read(waiting);
-        let clear = unflushed.journal_to_clear();
-        run_sql(conn, "BEGIN IMMEDIATE").and_then(|()| {
-            unflushed.write(conn, std::slice::from_ref(&slice))?;
-            if let Some(below) = clear {
-                delete_journal(conn, below)?;
-            }
-            run_sql(conn, "COMMIT").map(|()| clear)
-        })
-    };
+    let result = run_sql(conn, "BEGIN IMMEDIATE").and_then(|()| {
+        unflushed::read(waiting).write(conn, std::slice::from_ref(&slice))?;
+        run_sql(conn, "COMMIT")
+    });
     match result {
-        Ok(clear) => {
-            let mut unflushed = unflushed::write(waiting);
-            if let Some(below) = clear {
-                unflushed.journal_cleared(below);
-            }
-            unflushed.forget(&[slice]);
-        }
+        Ok(()) => unflushed::write(waiting).forget(&[slice]),
         Err(e) => {
             // The items stay in memory (and in the journal); the next attempt may succeed.
             tracing::warn!(error = %e, "chat store: writing out journaled items failed");
@@ -184,11 +198,21 @@ fn write_out(conn: &mut Connection, waiting: &Waiting, slice: Slice) {
     }
 }
 
-fn delete_journal(conn: &Connection, below: i64) -> Result<(), StoreError> {
-    conn.prepare_cached("DELETE FROM journal WHERE id < ?1")
-        .and_then(|mut s| s.execute([below]))
-        .map(drop)
-        .map_err(backend)
+/// Removes the journal segments whose items are all written out, once those writes are on
+/// disk: with `fsync` on, the write-outs' commits are in the WAL, not yet synced (the
+/// syncer syncs the WAL only for commits that wait for it), so this syncs it first. That
+/// happens once per segment.
+fn retire(journal: &mut Segments, waiting: &Waiting, wal: Option<&File>) {
+    let below = unflushed::read(waiting).first_live_record();
+    if !journal.can_retire(below) {
+        return;
+    }
+    if let Some(Err(e)) = wal.map(File::sync_data) {
+        // Kept for now; the next write-out tries again.
+        tracing::warn!(error = %e, "chat store: fsync of the WAL failed");
+        return;
+    }
+    journal.retire(below);
 }
 
 /// The inbox entries of commits not yet synced, which the writer keeps below
@@ -243,16 +267,24 @@ pub fn checkpoints(conn: Connection, store_gone: mpsc::Receiver<()>, finish: &At
     }
 }
 
-/// Applies `batch` in one transaction, leaving one result per job in `results`; writes out
-/// what must leave memory (too much waits) in the same transaction. Returns how many inbox
-/// entries it appended, or None if the commit failed.
+/// What a batch committed: the inbox entries it appended, and whether it wrote to the WAL.
+struct Committed {
+    entries: u64,
+    wal: bool,
+}
+
+/// Applies `batch`, leaving one result per job in `results`: its appends as one journal
+/// record, its other writes in one transaction, with what must leave memory (too much
+/// waits). Returns None if nothing was committed.
 fn commit_batch(
     conn: &mut Connection,
+    journal: &mut Segments,
     batch: &[Job],
     waiting: &Waiting,
     results: &mut Vec<Result<Reply, StoreError>>,
-) -> Option<u64> {
-    if let Err(e) = run_sql(conn, "BEGIN IMMEDIATE") {
+) -> Option<Committed> {
+    let mut transaction = batch.iter().any(|job| !job.write.is_append());
+    if transaction && let Err(e) = run_sql(conn, "BEGIN IMMEDIATE") {
         results.extend(batch.iter().map(|_| Err(e.clone())));
         return None;
     }
@@ -265,48 +297,54 @@ fn commit_batch(
     let (items, mut written) = appends.into_items();
     let entries = items.iter().filter(|item| matches!(item, journal::Item::Entry { .. })).count();
     let due = unflushed.forced(items.len(), &written);
-    let clear = unflushed.journal_to_clear();
-    let finish = || -> Result<Option<i64>, StoreError> {
-        unflushed.write(conn, &due)?;
-        if let Some(below) = clear {
-            delete_journal(conn, below)?;
+    let mut commit = || -> Result<(), StoreError> {
+        if !due.is_empty() && !transaction {
+            run_sql(conn, "BEGIN IMMEDIATE")?;
+            transaction = true;
         }
-        let row = if items.is_empty() {
-            None
-        } else {
-            conn.prepare_cached("INSERT INTO journal (items) VALUES (?1)")
-                .and_then(|mut s| s.insert([journal::encode(&items)]))
-                .map(Some)
-                .map_err(backend)?
-        };
-        run_sql(conn, "COMMIT")?;
-        Ok(row)
+        if transaction {
+            unflushed.write(conn, &due)?;
+            run_sql(conn, "COMMIT")?;
+        }
+        Ok(())
     };
-    let committed = finish();
-    drop(unflushed);
-    match committed {
-        Ok(row) => {
-            written.extend(due);
-            let mut unflushed = unflushed::write(waiting);
-            if let Some(below) = clear {
-                unflushed.journal_cleared(below);
-            }
-            unflushed.forget(&written);
-            if let Some(row) = row {
-                unflushed.add(items, row, now);
-            }
-            Some(entries as u64)
+    if let Err(e) = commit() {
+        tracing::error!(error = %e, calls = batch.len(), "chat store commit failed");
+        // Nothing of the batch is kept: every call, even one that went well, fails.
+        let _ = run_sql(conn, "ROLLBACK");
+        for result in results.iter_mut() {
+            *result = Err(e.clone());
         }
-        Err(e) => {
-            tracing::error!(error = %e, calls = batch.len(), "chat store commit failed");
-            // Nothing of the batch is kept: every call, even one that went well, fails.
-            let _ = run_sql(conn, "ROLLBACK");
-            for result in results.iter_mut() {
-                *result = Err(e.clone());
-            }
-            None
-        }
+        return None;
     }
+    let record = match items.is_empty() {
+        true => None,
+        false => match journal.append(&journal::encode(&items)) {
+            Ok(record) => Some(record),
+            Err(e) => {
+                // The transaction stands; the appends fail, and nothing of them is kept.
+                tracing::error!(error = %e, calls = batch.len(), "chat store journal write failed");
+                for (job, result) in batch.iter().zip(results.iter_mut()) {
+                    if job.write.is_append() {
+                        *result = Err(e.clone());
+                    }
+                }
+                None
+            }
+        },
+    };
+    drop(unflushed);
+    written.extend(due);
+    let mut unflushed = unflushed::write(waiting);
+    unflushed.forget(&written);
+    let entries = match record {
+        Some(record) => {
+            unflushed.add(items, record, now);
+            entries as u64
+        }
+        None => 0,
+    };
+    Some(Committed { entries, wal: transaction })
 }
 
 /// Copies committed pages from the WAL into the database file, without waiting for readers
