@@ -100,7 +100,10 @@ impl SqliteChatStore {
         let (alive, gone) = mpsc::channel::<()>();
         spawn(
             "seed-chat-checkpoint",
-            Box::new(move || writer::checkpoints(checkpoints, gone, &finish_checkpoint)),
+            Box::new(move || {
+                let dir = fsync.then_some(journal_dir.as_path());
+                writer::checkpoints(checkpoints, dir, gone, &finish_checkpoint)
+            }),
         )?;
         Ok(SqliteChatStore {
             path: path.into(),

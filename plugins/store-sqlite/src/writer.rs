@@ -30,7 +30,7 @@ use tokio::sync::oneshot;
 
 use crate::appends::Appends;
 use crate::durable::{Syncer, UNSYNCED_ENTRIES};
-use crate::segments::Segments;
+use crate::segments::{self, Segments};
 use crate::unflushed::{self, Idle, Slice, Unflushed, Waiting};
 use crate::{backend, int, journal, schema, uint, watermark_kind};
 
@@ -259,10 +259,22 @@ impl Unsynced {
 /// between two batches; its next transaction then starts the WAL over. That stalls the
 /// writer for a database fsync, every few seconds at most. (`seed-bench chat` at 5,000
 /// msg/s: p50 from 7.4 to 0.8 ms.) Stops when the store is dropped.
-pub fn checkpoints(conn: Connection, store_gone: mpsc::Receiver<()>, finish: &AtomicBool) {
+///
+/// With `fsync` on, this thread also zero-fills the journal's next segment ahead of time
+/// (`journal_dir`), so the writer does not: at the maximum rate a 16 MiB segment fills in
+/// about a second, before the one it would recycle is written out.
+pub fn checkpoints(
+    conn: Connection,
+    journal_dir: Option<&std::path::Path>,
+    store_gone: mpsc::Receiver<()>,
+    finish: &AtomicBool,
+) {
     while let Err(RecvTimeoutError::Timeout) = store_gone.recv_timeout(CHECKPOINT_EVERY) {
         if checkpoint(&conn).is_some_and(|(log, _)| log > schema::WAL_RESTART_FRAMES) {
             finish.store(true, Ordering::Relaxed);
+        }
+        if let Some(dir) = journal_dir {
+            segments::keep_spare(dir);
         }
     }
 }
@@ -275,7 +287,8 @@ struct Committed {
 
 /// Applies `batch`, leaving one result per job in `results`: its appends as one journal
 /// record, its other writes in one transaction, with what must leave memory (too much
-/// waits). Returns None if nothing was committed.
+/// waits). A batch of appends alone only reads (idempotency keys, inbox heads), in one
+/// read transaction rather than one per statement. Returns None if nothing was committed.
 fn commit_batch(
     conn: &mut Connection,
     journal: &mut Segments,
@@ -283,8 +296,8 @@ fn commit_batch(
     waiting: &Waiting,
     results: &mut Vec<Result<Reply, StoreError>>,
 ) -> Option<Committed> {
-    let mut transaction = batch.iter().any(|job| !job.write.is_append());
-    if transaction && let Err(e) = run_sql(conn, "BEGIN IMMEDIATE") {
+    let writes = batch.iter().any(|job| !job.write.is_append());
+    if let Err(e) = run_sql(conn, if writes { "BEGIN IMMEDIATE" } else { "BEGIN" }) {
         results.extend(batch.iter().map(|_| Err(e.clone())));
         return None;
     }
@@ -297,18 +310,11 @@ fn commit_batch(
     let (items, mut written) = appends.into_items();
     let entries = items.iter().filter(|item| matches!(item, journal::Item::Entry { .. })).count();
     let due = unflushed.forced(items.len(), &written);
-    let mut commit = || -> Result<(), StoreError> {
-        if !due.is_empty() && !transaction {
-            run_sql(conn, "BEGIN IMMEDIATE")?;
-            transaction = true;
-        }
-        if transaction {
-            unflushed.write(conn, &due)?;
-            run_sql(conn, "COMMIT")?;
-        }
-        Ok(())
-    };
-    if let Err(e) = commit() {
+    // The read transaction becomes a write transaction at its first write, if any: the
+    // writer is the only connection that writes.
+    let wal = writes || !due.is_empty();
+    let commit = unflushed.write(conn, &due).and_then(|()| run_sql(conn, "COMMIT"));
+    if let Err(e) = commit {
         tracing::error!(error = %e, calls = batch.len(), "chat store commit failed");
         // Nothing of the batch is kept: every call, even one that went well, fails.
         let _ = run_sql(conn, "ROLLBACK");
@@ -344,7 +350,7 @@ fn commit_batch(
         }
         None => 0,
     };
-    Some(Committed { entries, wal: transaction })
+    Some(Committed { entries, wal })
 }
 
 /// Copies committed pages from the WAL into the database file, without waiting for readers
