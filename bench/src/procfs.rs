@@ -1,5 +1,5 @@
 //! Minimal `/proc` reader: the resident set size and CPU time of another process (the broker
-//! under test).
+//! under test), and the machine's steal time.
 
 use anyhow::{Context, Result, bail};
 
@@ -53,19 +53,46 @@ pub fn cpu_seconds(pid: u32) -> Result<f64> {
     }
 }
 
-/// The broker's CPU time over a run (nothing when its pid is not known).
-pub struct CpuMeter(Option<(u32, f64)>);
+/// Steal and total time of every CPU, in clock ticks, from the `cpu` line of a `/proc/stat`
+/// document: steal is the time a virtual machine's CPUs wanted to run and the hypervisor ran
+/// something else.
+pub fn parse_steal(stat: &str) -> Option<(u64, u64)> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    // user nice system idle iowait irq softirq steal (guest time is inside user).
+    let ticks: Vec<u64> =
+        line.split_whitespace().skip(1).take(8).map(|v| v.parse().ok()).collect::<Option<_>>()?;
+    (ticks.len() == 8).then(|| (ticks[7], ticks.iter().sum()))
+}
+
+fn machine_steal() -> Option<(u64, u64)> {
+    parse_steal(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+/// The broker's CPU time over a run (nothing when its pid is not known), and the machine's
+/// steal time over the same span.
+pub struct CpuMeter {
+    broker: Option<(u32, f64)>,
+    steal: Option<(u64, u64)>,
+}
 
 impl CpuMeter {
     pub fn start(pid: Option<u32>) -> Result<CpuMeter> {
-        let start = pid.map(|pid| cpu_seconds(pid).map(|seconds| (pid, seconds))).transpose()?;
-        Ok(CpuMeter(start))
+        let broker = pid.map(|pid| cpu_seconds(pid).map(|seconds| (pid, seconds))).transpose()?;
+        Ok(CpuMeter { broker, steal: machine_steal() })
+    }
+
+    /// The share of all CPU time since [`CpuMeter::start`] that the hypervisor took (0 on
+    /// bare metal; None where `/proc/stat` cannot be read).
+    pub fn steal_pct(&self) -> Option<f64> {
+        let (steal0, total0) = self.steal?;
+        let (steal, total) = machine_steal()?;
+        (total > total0).then(|| (steal - steal0) as f64 * 100.0 / (total - total0) as f64)
     }
 
     /// Microseconds of broker CPU per delivered message since [`CpuMeter::start`]. A broker
     /// gone meanwhile is reported and gives None: the run's other figures still stand.
     pub fn per_message_us(&self, delivered: u64) -> Option<f64> {
-        let (pid, start) = self.0?;
+        let (pid, start) = self.broker?;
         match cpu_seconds(pid) {
             Ok(now) => (delivered > 0).then(|| (now - start) * 1e6 / delivered as f64),
             Err(e) => {
@@ -93,6 +120,14 @@ mod tests {
         assert_eq!(parse_cpu_ticks(s), Some(731 + 269));
         assert_eq!(parse_cpu_ticks("4242 (seed) S 1"), None);
         assert_eq!(parse_cpu_ticks("no parenthesis"), None);
+    }
+
+    #[test]
+    fn parses_steal() {
+        let s = "cpu  100 5 50 800 10 0 5 30 0 0\ncpu0 50 2 25 400 5 0 2 15 0 0\n";
+        assert_eq!(parse_steal(s), Some((30, 1000)));
+        assert_eq!(parse_steal("cpu0 1 2 3\n"), None);
+        assert_eq!(parse_steal("cpu  1 2 3\n"), None, "a short line");
     }
 
     #[test]

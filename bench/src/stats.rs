@@ -203,6 +203,9 @@ pub struct Summary {
     /// Broker CPU time (user + system) per delivered message, in microseconds, from sending
     /// the first message to the end of the drain (`--broker-pid`).
     pub cpu_us_per_msg: Option<f64>,
+    /// The machine's steal time over the same span, in percent of all CPU time: how much
+    /// the hypervisor took from this virtual machine (see `procfs::parse_steal`).
+    pub steal_pct: Option<f64>,
     /// Set when the run is incomplete in a way that must make the process exit non-zero
     /// (after the summary has still been printed).
     pub failure: Option<String>,
@@ -240,6 +243,7 @@ impl Summary {
             ("receipts", Val::Int(self.receipts)),
             ("wire_bytes_per_msg", Val::Num(self.wire_bytes_per_msg, 1)),
             ("cpu_us_per_msg", Val::Num(self.cpu_us_per_msg, 1)),
+            ("steal_pct", Val::Num(self.steal_pct, 1)),
         ]
     }
 

@@ -172,6 +172,7 @@ pub async fn run(args: &Args) -> Result<Summary> {
         eprintln!("chat: not every sender got a DELIVERED receipt for its last message");
     }
     let cpu_us_per_msg = cpu.per_message_us(shared.delivered.load(Ordering::Relaxed));
+    let steal_pct = cpu.steal_pct();
     let after = metrics(args, http_port).await.context("reading /metrics after the run");
     let _ = stop_tx.send(true);
 
@@ -217,6 +218,7 @@ pub async fn run(args: &Args) -> Result<Summary> {
         elapsed_s: Some(elapsed),
         receipts: Some(shared.receipts.load(Ordering::Relaxed)),
         cpu_us_per_msg,
+        steal_pct,
         ..Summary::default()
     };
     match after {

@@ -138,9 +138,11 @@ pub async fn run(args: &Args, layout: &Layout) -> Result<Summary> {
     }
     let _ = stop_tx.send(true);
     let cpu_us_per_msg = cpu.per_message_us(delivered.load(Ordering::Relaxed));
+    let steal_pct = cpu.steal_pct();
 
     // Phase 5: collect.
-    let mut summary = Summary { scenario: layout.scenario, cpu_us_per_msg, ..Summary::default() };
+    let mut summary =
+        Summary { scenario: layout.scenario, cpu_us_per_msg, steal_pct, ..Summary::default() };
     let (mut received, mut lost, mut dup, mut invalid, mut failed) = (0u64, 0u64, 0u64, 0u64, 0u64);
     let mut latencies = Vec::new();
     let mut latency_log = stats::LatencyLog::new(args.latency_log.as_deref());
