@@ -167,26 +167,39 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// transaction is open, so nothing writes to the WAL meanwhile. The file and its directory
 /// entry are on disk when this returns, with whatever was committed before.
 pub fn open_wal(path: &Path, preallocate: bool) -> Result<File, StoreError> {
-    use std::io::Write as _;
     let mut wal_path = path.as_os_str().to_owned();
     wal_path.push("-wal");
     let failed = |e: std::io::Error| StoreError::Backend(format!("opening the WAL: {e}"));
-    let mut file =
-        std::fs::OpenOptions::new().create(true).append(true).open(&wal_path).map_err(failed)?;
-    let mut size = file.metadata().map_err(failed)?.len();
-    if preallocate && size < WAL_PREALLOCATED {
-        let zeros = vec![0u8; 1 << 20];
-        while size < WAL_PREALLOCATED {
-            let n = zeros.len().min((WAL_PREALLOCATED - size) as usize);
-            file.write_all(&zeros[..n]).map_err(failed)?;
-            size += n as u64;
-        }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&wal_path)
+        .map_err(failed)?;
+    let size = file.metadata().map_err(failed)?.len();
+    if preallocate {
+        write_zeros(&file, size, WAL_PREALLOCATED).map_err(failed)?;
     }
     file.sync_all().map_err(failed)?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         File::open(dir).and_then(|d| d.sync_all()).map_err(failed)?;
     }
     Ok(file)
+}
+
+/// Writes zeros into `file` from byte `from` up to byte `to` (nothing if `from >= to`): the
+/// blocks a file is given before use, so that an fsync of what is later written over them
+/// commits data only (the WAL here, journal segments in `segments.rs`).
+pub fn write_zeros(file: &File, from: u64, to: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let zeros = vec![0u8; 1 << 20];
+    let mut at = from;
+    while at < to {
+        let n = zeros.len().min((to - at) as usize);
+        file.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
 }
 
 /// Opens (creating it if needed) the writer's connection and brings the schema up to date.

@@ -30,7 +30,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use seed_chat_core::StoreError;
 
-/// A segment's size. With `fsync` on, two are zero-filled when the store opens.
+use crate::schema;
+
+/// A segment's size. With `fsync` on, the first is zero-filled when the store opens (unless
+/// a spare is left from before), the next ones ahead of use by the checkpoint thread.
 pub const SEGMENT_BYTES: u64 = 16 << 20;
 
 const HEADER: usize = 16;
@@ -189,10 +192,6 @@ impl Segments {
                 let _ = fs::remove_file(entry.path());
             }
         }
-        let spare = dir.join(SPARE);
-        if durable && !spare.exists() {
-            zero_filled(&spare, size)?;
-        }
         let file = Arc::new(new_segment(dir, 1, durable, size)?);
         Ok(Segments {
             dir: dir.into(),
@@ -320,13 +319,7 @@ fn zero_filled(path: &Path, size: u64) -> Result<(), StoreError> {
     partial.push(".new");
     let partial = PathBuf::from(partial);
     let file = File::create(&partial).map_err(|e| failed("creating", &partial, e))?;
-    let zeros = vec![0u8; 1 << 20];
-    let mut at = 0;
-    while at < size {
-        let n = zeros.len().min((size - at) as usize);
-        file.write_all_at(&zeros[..n], at).map_err(|e| failed("filling", &partial, e))?;
-        at += n as u64;
-    }
+    schema::write_zeros(&file, 0, size).map_err(|e| failed("filling", &partial, e))?;
     file.sync_all().map_err(|e| failed("syncing", &partial, e))?;
     fs::rename(&partial, path).map_err(|e| failed("renaming", &partial, e))
 }
@@ -351,6 +344,13 @@ mod tests {
 
     fn journal(dir: &Path, durable: bool, size: u64) -> Segments {
         Segments::with_size(dir, lock(dir).unwrap(), durable, size).unwrap()
+    }
+
+    /// Appends a record of `len` bytes `i` for each `i` in `fill`.
+    fn append_each(log: &mut Segments, fill: std::ops::Range<u8>, len: usize) {
+        for i in fill {
+            log.append(&vec![i; len]).unwrap();
+        }
     }
 
     #[test]
@@ -389,9 +389,7 @@ mod tests {
     fn reading_stops_at_a_torn_or_stale_record() {
         let dir = tempfile::tempdir().unwrap();
         let mut log = journal(dir.path(), true, 4096);
-        for i in 0..3u8 {
-            log.append(&[i; 50]).unwrap();
-        }
+        append_each(&mut log, 0..3, 50);
         let path = segment_path(dir.path(), 1);
         // A torn last record: its payload half written.
         let file = fs::OpenOptions::new().write(true).open(&path).unwrap();
@@ -409,9 +407,7 @@ mod tests {
     fn retired_segments_go_and_a_fresh_journal_starts_empty() {
         let dir = tempfile::tempdir().unwrap();
         let mut log = journal(dir.path(), true, 200);
-        for i in 0..10u8 {
-            log.append(&[i; 60]).unwrap();
-        }
+        append_each(&mut log, 0..10, 60);
         let first_kept = log.closed[1].0;
         assert!(!log.can_retire(log.closed[0].1 - 1));
         assert!(log.can_retire(first_kept));
@@ -421,9 +417,7 @@ mod tests {
         assert_eq!(left.len(), 10 - (first_kept as usize - 1));
         assert!(dir.path().join(SPARE).exists(), "a retired segment is kept as the spare");
         // The spare's old records are not read as the next segment's.
-        for i in 10..20u8 {
-            log.append(&[i; 60]).unwrap();
-        }
+        append_each(&mut log, 10..20, 60);
         assert_eq!(payloads(dir.path()).last().unwrap()[0], 19);
         assert_eq!(payloads(dir.path()).len(), 20 - (first_kept as usize - 1));
         drop(log);
@@ -437,9 +431,7 @@ mod tests {
     fn a_gap_between_segments_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let mut log = journal(dir.path(), false, 100);
-        for i in 0..6u8 {
-            log.append(&[i; 60]).unwrap();
-        }
+        append_each(&mut log, 0..6, 60);
         fs::remove_file(segment_path(dir.path(), log.closed[1].0)).unwrap();
         assert!(read_all(dir.path()).is_err());
     }
