@@ -138,6 +138,24 @@ const MIGRATIONS: &[&str] = &[
     INSERT INTO store_state (key, value)
         VALUES ('max_message_id', coalesce((SELECT max(id) FROM messages), 0));
     ",
+    // 3: inbox chunks in a rowid table. In a WITHOUT ROWID table the whole row is the key,
+    // and a key that overflows its page (a chunk's entries rarely fit in one) is read in
+    // full at every comparison of a lookup: each chunk insert read its neighbours' entries.
+    "
+    CREATE TABLE inbox_chunks_by_rowid (
+        user_id TEXT NOT NULL,
+        last_seq INTEGER NOT NULL,
+        first_seq INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        entries BLOB NOT NULL
+    );
+    INSERT INTO inbox_chunks_by_rowid (user_id, last_seq, first_seq, created_at, entries)
+        SELECT user_id, last_seq, first_seq, created_at, entries FROM inbox_chunks;
+    DROP TABLE inbox_chunks;
+    ALTER TABLE inbox_chunks_by_rowid RENAME TO inbox_chunks;
+    CREATE UNIQUE INDEX inbox_chunks_key ON inbox_chunks (user_id, last_seq);
+    CREATE INDEX inbox_chunks_created ON inbox_chunks (created_at);
+    ",
 ];
 
 /// The schema version this build writes.
@@ -330,5 +348,42 @@ mod tests {
             )
             .unwrap();
         assert_eq!(key, 7);
+    }
+
+    /// Step 3 moves inbox chunks to a rowid table: the chunks stay readable, and a chunk's
+    /// (user, last seq) is still its key.
+    #[test]
+    fn chunks_survive_the_move_to_a_rowid_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chat.db");
+        let mut conn = Connection::open(&path).unwrap();
+        migrate_to(&mut conn, 2).unwrap();
+        let mut chunk = Vec::new();
+        crate::chunk::push(&mut chunk, &[0x0a; 900], None);
+        crate::chunk::push(&mut chunk, &[0x0b; 900], Some("phone"));
+        let mut small = Vec::new();
+        crate::chunk::push(&mut small, &[0x01], None);
+        conn.execute(
+            "INSERT INTO inbox_chunks VALUES ('bob', 2, 1, 100, ?1), ('carol', 5, 5, 200, ?2)",
+            [&chunk, &small],
+        )
+        .unwrap();
+        drop(conn);
+
+        let conn = open_writer(&path).unwrap();
+        let table: String = conn
+            .query_row("SELECT sql FROM sqlite_schema WHERE name = 'inbox_chunks'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert!(!table.contains("WITHOUT ROWID"), "{table}");
+        let entries = crate::reads::inbox(&conn, "bob", 0, 10).unwrap();
+        let seen: Vec<_> =
+            entries.iter().map(|e| (e.seq, e.envelope.len(), e.skip_device.as_deref())).collect();
+        assert_eq!(seen, vec![(1, 900, None), (2, 900, Some("phone"))]);
+        assert_eq!(crate::reads::inbox(&conn, "carol", 4, 10).unwrap().len(), 1);
+        let again =
+            conn.execute("INSERT OR IGNORE INTO inbox_chunks VALUES ('bob', 2, 2, 300, x'')", []);
+        assert_eq!(again.unwrap(), 0, "(user, last seq) must stay unique");
     }
 }
