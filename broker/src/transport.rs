@@ -46,21 +46,19 @@ impl Transport for TcpStream {
         cx: &mut Context<'_>,
         buf: &mut BytesMut,
     ) -> Poll<io::Result<usize>> {
-        loop {
-            ready!(self.poll_read_ready(cx))?;
-            if buf.capacity() - buf.len() < 1024 {
-                buf.reserve(READ_CHUNK);
-            }
-            match self.try_read_buf(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    // Readiness was stale: give the space back before waiting for real.
-                    if buf.is_empty() {
-                        *buf = BytesMut::new();
-                    }
-                }
-                result => return Poll::Ready(result),
-            }
+        ready!(self.poll_read_ready(cx))?;
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(READ_CHUNK);
         }
+        // Through `AsyncRead` rather than `try_read_buf`: a read that leaves room unfilled
+        // has drained the socket, and `poll_read` then clears its readiness, so the next
+        // poll waits for the next data instead of learning it with a read that fails.
+        let read = pin!(AsyncReadExt::read_buf(self, buf)).poll(cx);
+        if read.is_pending() && buf.is_empty() {
+            // Readiness was stale: give the space back before waiting for real.
+            *buf = BytesMut::new();
+        }
+        read
     }
 
     fn write_all<'a>(
