@@ -51,6 +51,22 @@ const BACKOFF: Duration = Duration::from_millis(250);
 /// commits, not the messages, became the limit at 5,000 msg/s. Ticks come this much later.
 const ACK_EVERY: Duration = Duration::from_millis(20);
 
+/// The index in `recent` of its first entry with a seq of at least `seq`. The seqs there
+/// ascend and are almost always consecutive, so that index is nearly always `seq` minus the
+/// first one: checked first, it spares the binary search's cache misses over the queue,
+/// which showed in profiles at every append and every pump read.
+fn first_at_least(recent: &VecDeque<InboxEntry>, seq: u64) -> usize {
+    let guess = recent.front().map_or(0, |first| seq.saturating_sub(first.seq));
+    if let Ok(at) = usize::try_from(guess)
+        && at <= recent.len()
+        && (at == 0 || recent[at - 1].seq < seq)
+        && recent.get(at).is_none_or(|e| e.seq >= seq)
+    {
+        return at;
+    }
+    recent.partition_point(|e| e.seq < seq)
+}
+
 /// What a pump is told.
 #[derive(Debug)]
 enum Control {
@@ -95,7 +111,7 @@ impl Inboxes {
             skip_device: entry.skip_device,
             created_at: 0,
         };
-        let at = inbox.recent.partition_point(|e| e.seq < seq);
+        let at = first_at_least(&inbox.recent, seq);
         inbox.recent.insert(at, stored);
         if inbox.recent.len() > RECENT {
             inbox.recent.pop_front();
@@ -112,7 +128,7 @@ impl Inboxes {
     fn recent(&self, user: &str, after: u64, limit: usize) -> Option<Vec<InboxEntry>> {
         let users = self.users.lock();
         let recent = &users.get(user)?.recent;
-        let start = recent.partition_point(|e| e.seq <= after);
+        let start = first_at_least(recent, after.saturating_add(1));
         let first = recent.get(start)?;
         if first.seq != after + 1 {
             return None;
@@ -429,6 +445,35 @@ impl Pump {
                 () = &mut sleep => return Ok(()),
                 command = self.commands.recv() => self.apply(command.ok_or(Stop)?)?,
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(seqs: &[u64]) -> VecDeque<InboxEntry> {
+        let entry = |&seq| InboxEntry {
+            seq,
+            envelope: Default::default(),
+            skip_device: None,
+            created_at: 0,
+        };
+        seqs.iter().map(entry).collect()
+    }
+
+    /// The shortcut answers as the binary search does, with and without gaps.
+    #[test]
+    fn first_at_least_agrees_with_a_binary_search() {
+        let cases: [&[u64]; 5] = [&[], &[7], &[3, 4, 5, 6], &[3, 4, 6, 7, 9], &[10, 20, 21, 22]];
+        for seqs in cases {
+            let recent = entries(seqs);
+            for seq in 0..30 {
+                let expected = recent.partition_point(|e| e.seq < seq);
+                assert_eq!(first_at_least(&recent, seq), expected, "{seqs:?}, seq {seq}");
+            }
+            assert_eq!(first_at_least(&recent, u64::MAX), recent.len());
         }
     }
 }
