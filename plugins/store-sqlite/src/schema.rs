@@ -330,14 +330,20 @@ mod tests {
         assert!(matches!(&err, StoreError::Backend(m) if m.contains("newer")), "{err:?}");
     }
 
+    /// A database file brought up to schema `version` only, for the steps after it.
+    fn database_at(version: i64) -> (tempfile::TempDir, std::path::PathBuf, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chat.db");
+        let mut conn = Connection::open(&path).unwrap();
+        migrate_to(&mut conn, version).unwrap();
+        (dir, path, conn)
+    }
+
     /// Step 2 turns one row per inbox entry into chunks, and splits messages from their
     /// idempotency keys, keeping everything readable.
     #[test]
     fn entries_and_messages_survive_the_move_to_chunks() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("chat.db");
-        let mut conn = Connection::open(&path).unwrap();
-        migrate_to(&mut conn, 1).unwrap();
+        let (_dir, path, conn) = database_at(1);
         conn.execute_batch(
             "INSERT INTO inbox_heads VALUES ('bob', 2);
              INSERT INTO inbox VALUES ('bob', 1, x'0a0b', NULL, 100);
@@ -372,10 +378,7 @@ mod tests {
     /// and their keys — a chunk's (user, last seq), a message's (chat, id) — stay unique.
     #[test]
     fn chunks_and_messages_survive_the_move_to_rowid_tables() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("chat.db");
-        let mut conn = Connection::open(&path).unwrap();
-        migrate_to(&mut conn, 2).unwrap();
+        let (_dir, path, conn) = database_at(2);
         let mut chunk = Vec::new();
         crate::chunk::push(&mut chunk, &[0x0a; 900], None);
         crate::chunk::push(&mut chunk, &[0x0b; 900], Some("phone"));
