@@ -8,12 +8,12 @@
 // foldhash: the writer hashes several keys per message; std's SipHash showed in profiles.
 // Seeded per process, like std's.
 use foldhash::{HashMap, HashSet};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension};
 use seed_chat_core::{Appended, NewEntry, NewMessage, StoreError};
 
 use crate::journal::Item;
 use crate::unflushed::{Slice, Unflushed};
-use crate::{backend, reads, uint};
+use crate::{backend, messages, reads, uint};
 
 /// The appends of the commit being built.
 #[derive(Default)]
@@ -40,7 +40,8 @@ impl Appends {
         message: &NewMessage,
         now: u64,
     ) -> Result<Appended, StoreError> {
-        let id = i64::try_from(message.id)
+        // Stored as SQLite integers.
+        i64::try_from(message.id)
             .map_err(|_| StoreError::Backend(format!("message id {} is above 2^63", message.id)))?;
         if let Some(key) = &message.client_msg_id
             && let Some(first) = self.first_with_key(conn, waiting, &message.sender, key)?
@@ -50,7 +51,8 @@ impl Appends {
         let chat_id = (message.chat.clone(), message.id);
         if self.ids.contains(&chat_id)
             || waiting.has_message(&message.chat, message.id)
-            || (waiting.may_be_stored(message.id) && message_exists(conn, &message.chat, id)?)
+            || (waiting.may_be_stored(message.id)
+                && messages::exists(conn, &message.chat, message.id).map_err(backend)?)
         {
             return Err(StoreError::Conflict(format!("message id {}", message.id)));
         }
@@ -152,10 +154,4 @@ impl Appends {
         self.items.extend(cursors.map(|((user, device), seq)| Item::Cursor { user, device, seq }));
         (self.items, self.written)
     }
-}
-
-fn message_exists(conn: &Connection, chat: &str, id: i64) -> Result<bool, StoreError> {
-    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM messages WHERE chat = ?1 AND id = ?2)")
-        .and_then(|mut s| s.query_row(params![chat, id], |r| r.get(0)))
-        .map_err(backend)
 }

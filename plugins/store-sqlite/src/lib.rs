@@ -16,8 +16,9 @@
 //! schema (`schema.rs`), and [`SqliteChatStore`] (`store.rs`) tying them to the trait.
 //! Appends are written as one journal record per commit (`appends.rs`, `journal.rs`) to a
 //! file of their own beside the database (`segments.rs`), and wait in memory
-//! (`unflushed.rs`) until they are written to their tables grouped, an inbox's entries as
-//! chunks (`chunk.rs`); `frame.rs` is the byte format of those blobs.
+//! (`unflushed.rs`) until they are written to their tables grouped, as chunks: an inbox's
+//! entries (`chunk.rs`), a chat's messages (`messages.rs`); `frame.rs` is the byte format
+//! of those blobs.
 //! The contract itself is checked by `seed_chat_core::conformance`, which the tests here
 //! run.
 
@@ -27,6 +28,7 @@ mod durable;
 mod floor;
 mod frame;
 mod journal;
+mod messages;
 mod reads;
 mod schema;
 mod segments;

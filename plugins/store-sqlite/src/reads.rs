@@ -13,7 +13,7 @@ use bytes::Bytes;
 use rusqlite::Error::FromSqlConversionFailure;
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, params};
-use seed_chat_core::{InboxEntry, StoreError, StoredMessage, UserRecord, Watermark};
+use seed_chat_core::{InboxEntry, StoreError, UserRecord, Watermark};
 
 use crate::{backend, chunk, int, schema, uint, watermark_kind};
 
@@ -137,28 +137,6 @@ pub fn cursor(conn: &Connection, user_id: &str, device_id: &str) -> rusqlite::Re
         .map(Option::unwrap_or_default)
 }
 
-pub fn history(
-    conn: &Connection,
-    chat: &str,
-    before: Option<u64>,
-    limit: usize,
-) -> rusqlite::Result<Vec<StoredMessage>> {
-    // Message ids are below 2^63, so i64::MAX stands in for "no bound".
-    let before = before.map_or(i64::MAX, int);
-    conn.prepare_cached(
-        "SELECT id, sender, body FROM messages
-         WHERE chat = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
-    )?
-    .query_map(params![chat, before, limit_of(limit)], |r| {
-        Ok(StoredMessage {
-            id: uint(r, 0)?,
-            sender: r.get(1)?,
-            body: Bytes::from(r.get::<_, Vec<u8>>(2)?),
-        })
-    })?
-    .collect()
-}
-
 pub fn watermark(
     conn: &Connection,
     kind: Watermark,
@@ -171,8 +149,4 @@ pub fn watermark(
     .query_row(params![reader, chat, watermark_kind(kind)], |r| uint(r, 0))
     .optional()
     .map(Option::unwrap_or_default)
-}
-
-fn limit_of(limit: usize) -> i64 {
-    i64::try_from(limit).unwrap_or(i64::MAX)
 }

@@ -174,6 +174,25 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE messages_by_rowid RENAME TO messages;
     CREATE UNIQUE INDEX messages_key ON messages (chat, id);
     ",
+    // 5: messages in chunks (`messages.rs`), like inbox entries: a write-out of a chat's
+    // messages costs two B-tree inserts per chunk instead of per message. Each stored
+    // message becomes a chunk of its own.
+    "
+    CREATE TABLE message_chunks (
+        chat TEXT NOT NULL,
+        last_id INTEGER NOT NULL,
+        first_id INTEGER NOT NULL,
+        messages BLOB NOT NULL
+    );
+    INSERT INTO message_chunks (chat, last_id, first_id, messages)
+        SELECT chat, id, id, CAST(
+            unhex(printf('%016X', id))
+            || unhex(printf('%08X', length(CAST(sender AS BLOB)))) || CAST(sender AS BLOB)
+            || unhex(printf('%08X', length(CAST(body AS BLOB)))) || CAST(body AS BLOB) AS BLOB)
+        FROM messages ORDER BY id;
+    DROP TABLE messages;
+    CREATE UNIQUE INDEX message_chunks_key ON message_chunks (chat, last_id);
+    ",
 ];
 
 /// The schema version this build writes.
@@ -361,7 +380,7 @@ mod tests {
             .map(|e| (e.seq, &e.envelope[..], e.skip_device.as_deref(), e.created_at))
             .collect();
         assert_eq!(seen, vec![(1, &[0x0a, 0x0b][..], None, 100), (2, &[][..], Some("phone"), 200)]);
-        let history = crate::reads::history(&conn, "dm:alice:bob", None, 10).unwrap();
+        let history = crate::messages::history(&conn, "dm:alice:bob", None, 10).unwrap();
         let ids: Vec<u64> = history.iter().map(|m| m.id).collect();
         assert_eq!(ids, vec![8, 7]);
         let key: i64 = conn
@@ -378,7 +397,7 @@ mod tests {
     /// and their keys — a chunk's (user, last seq), a message's (chat, id) — stay unique.
     #[test]
     fn chunks_and_messages_survive_the_move_to_rowid_tables() {
-        let (_dir, path, conn) = database_at(2);
+        let (_dir, _path, mut conn) = database_at(2);
         let mut chunk = Vec::new();
         crate::chunk::push(&mut chunk, &[0x0a; 900], None);
         crate::chunk::push(&mut chunk, &[0x0b; 900], Some("phone"));
@@ -395,19 +414,14 @@ mod tests {
             [&[0x0c; 1500]],
         )
         .unwrap();
-        drop(conn);
+        migrate_to(&mut conn, 4).unwrap();
 
-        let conn = open_writer(&path).unwrap();
-        let table: String = conn
-            .query_row("SELECT sql FROM sqlite_schema WHERE name = 'inbox_chunks'", [], |r| {
-                r.get(0)
-            })
-            .unwrap();
-        assert!(!table.contains("WITHOUT ROWID"), "{table}");
-        let table: String = conn
-            .query_row("SELECT sql FROM sqlite_schema WHERE name = 'messages'", [], |r| r.get(0))
-            .unwrap();
-        assert!(!table.contains("WITHOUT ROWID"), "{table}");
+        for name in ["inbox_chunks", "messages"] {
+            let table: String = conn
+                .query_row("SELECT sql FROM sqlite_schema WHERE name = ?1", [name], |r| r.get(0))
+                .unwrap();
+            assert!(!table.contains("WITHOUT ROWID"), "{table}");
+        }
         let entries = crate::reads::inbox(&conn, "bob", 0, 10).unwrap();
         let seen: Vec<_> =
             entries.iter().map(|e| (e.seq, e.envelope.len(), e.skip_device.as_deref())).collect();
@@ -417,14 +431,62 @@ mod tests {
             conn.execute("INSERT OR IGNORE INTO inbox_chunks VALUES ('bob', 2, 2, 300, x'')", []);
         assert_eq!(again.unwrap(), 0, "(user, last seq) must stay unique");
 
-        let history = crate::reads::history(&conn, "dm:alice:bob", None, 10).unwrap();
-        let seen: Vec<_> =
-            history.iter().map(|m| (m.id, m.sender.as_str(), m.body.len())).collect();
-        assert_eq!(seen, vec![(9, "bob", 1500), (7, "alice", 1)]);
+        let seen: Vec<(i64, String, i64)> = conn
+            .prepare(
+                "SELECT id, sender, length(body) FROM messages
+                 WHERE chat = 'dm:alice:bob' ORDER BY id DESC",
+            )
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(seen, vec![(9, "bob".into(), 1500), (7, "alice".into(), 1)]);
         let again = conn
             .execute("INSERT OR IGNORE INTO messages VALUES ('dm:alice:bob', 7, 'bob', x'')", []);
         assert_eq!(again.unwrap(), 0, "(chat, id) must stay unique");
         let other = conn.execute("INSERT INTO messages VALUES ('dm:bob:carol', 7, 'bob', x'')", []);
         assert_eq!(other.unwrap(), 1, "an id is unique per chat only");
+    }
+
+    /// Step 5 makes each stored message a chunk of its own, byte for byte.
+    #[test]
+    fn messages_survive_the_move_to_chunks() {
+        let (_dir, path, conn) = database_at(4);
+        conn.execute(
+            "INSERT INTO messages VALUES ('dm:alice:bob', 9, 'zoë', ?1), ('dm:alice:bob', 7, 'alice', x''),
+                                         ('dm:alice:carol', 8, 'carol', x'02')",
+            [&[0x0c; 1500]],
+        )
+        .unwrap();
+        drop(conn);
+
+        let conn = open_writer(&path).unwrap();
+        let gone: bool = conn
+            .query_row(
+                "SELECT NOT EXISTS (SELECT 1 FROM sqlite_schema WHERE name = 'messages')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(gone);
+        let history = crate::messages::history(&conn, "dm:alice:bob", None, 10).unwrap();
+        let seen: Vec<_> =
+            history.iter().map(|m| (m.id, m.sender.as_str(), m.body.len())).collect();
+        assert_eq!(seen, vec![(9, "zoë", 1500), (7, "alice", 0)]);
+        assert!(history[0].body.iter().all(|&b| b == 0x0c));
+        let carol = crate::messages::history(&conn, "dm:alice:carol", None, 10).unwrap();
+        assert_eq!((carol[0].id, &carol[0].body[..]), (8, &[2][..]));
+
+        // Writing after the move: a new id between two stored ones, and one stored already.
+        crate::messages::write(&conn, "dm:alice:bob", &[(7, "alice", b""), (8, "bob", b"new")])
+            .unwrap();
+        let ids: Vec<u64> = crate::messages::history(&conn, "dm:alice:bob", None, 10)
+            .unwrap()
+            .iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(ids, vec![9, 8, 7]);
+        assert!(crate::messages::exists(&conn, "dm:alice:bob", 8).unwrap());
     }
 }

@@ -20,6 +20,7 @@ use seed_chat_core::{
 use tokio::sync::oneshot;
 
 use crate::durable::Syncer;
+use crate::messages;
 use crate::reads::{self, Readers};
 use crate::segments::{self, Segments};
 use crate::unflushed::{self, Unflushed, Waiting};
@@ -302,7 +303,7 @@ impl ChatStore for SqliteChatStore {
         let recent = unflushed::read(&self.waiting).history(chat, bound, limit);
         let chat = chat.to_owned();
         let mut messages =
-            self.readers.run(move |c| reads::history(c, &chat, before, limit)).await?;
+            self.readers.run(move |c| messages::history(c, &chat, before, limit)).await?;
         messages.extend(recent);
         messages.sort_unstable_by_key(|m| std::cmp::Reverse(m.id));
         messages.dedup_by_key(|m| m.id);

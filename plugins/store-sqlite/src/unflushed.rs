@@ -502,27 +502,21 @@ fn write_messages<'a>(
     chat: &str,
     messages: impl Iterator<Item = (&'a u64, &'a Message)>,
 ) -> Result<(), StoreError> {
-    let mut insert = conn
-        .prepare_cached(
-            "INSERT OR IGNORE INTO messages (chat, id, sender, body) VALUES (?1, ?2, ?3, ?4)",
-        )
-        .map_err(backend)?;
+    let messages: Vec<(u64, &Message)> = messages.map(|(&id, m)| (id, m)).collect();
+    let outgoing: Vec<crate::messages::Outgoing> =
+        messages.iter().map(|&(id, m)| (id, m.sender.as_str(), &m.body[..])).collect();
+    crate::messages::write(conn, chat, &outgoing)?;
     let mut key = conn
         .prepare_cached(
             "INSERT OR IGNORE INTO sent_keys (sender, client_msg_id, id) VALUES (?1, ?2, ?3)",
         )
         .map_err(backend)?;
-    let mut newest = None;
-    for (&id, message) in messages {
-        insert
-            .execute(params![chat, int(id), message.sender, &message.body[..]])
-            .map_err(backend)?;
+    for &(id, message) in &messages {
         if let Some(client_msg_id) = &message.key {
             key.execute(params![message.sender, client_msg_id, int(id)]).map_err(backend)?;
         }
-        newest = Some(id);
     }
-    if let Some(newest) = newest {
+    if let Some(&(newest, _)) = messages.last() {
         conn.prepare_cached(
             "UPDATE store_state SET value = max(value, ?1) WHERE key = 'max_message_id'",
         )
