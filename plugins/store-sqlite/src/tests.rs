@@ -305,3 +305,48 @@ async fn rows_of_the_journal_table_are_recovered() {
     let rows: i64 = conn.query_row("SELECT COUNT(*) FROM journal", [], |r| r.get(0)).unwrap();
     assert_eq!(rows, 0, "the table is emptied once its items are written out");
 }
+
+/// History pages through messages written out as chunks (before a reopen) and messages
+/// still waiting in memory (after it) as one list; ids and keys stay checked against the
+/// chunks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_pages_across_chunks_and_waiting_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, false);
+    for id in 1..=150 {
+        let key = format!("k{id}");
+        store.append_message(message(id, "alice", "bob", Some(&key))).await.unwrap();
+    }
+    drop(store);
+    // Opening writes out what the journal holds: the first 150 are now in chunks.
+    let store = open(&dir, false);
+    let conn = rusqlite::Connection::open(store.path()).unwrap();
+    let chunks: i64 =
+        conn.query_row("SELECT COUNT(*) FROM message_chunks", [], |r| r.get(0)).unwrap();
+    assert_eq!(chunks, 3, "64 + 64 + 22");
+    for id in 151..=160 {
+        store.append_message(message(id, "bob", "alice", None)).await.unwrap();
+    }
+    let chat = dm_chat("alice", "bob");
+    let mut seen = Vec::new();
+    let mut before = None;
+    loop {
+        let page = store.history(&chat, before, 50).await.unwrap();
+        let Some(last) = page.last() else { break };
+        before = Some(last.id);
+        seen.extend(page.iter().map(|m| (m.id, m.sender.clone(), m.body.clone())));
+    }
+    let expected: Vec<_> = (1..=160)
+        .rev()
+        .map(|id| {
+            let sender = if id > 150 { "bob" } else { "alice" };
+            (id, sender.to_owned(), bytes::Bytes::from(format!("body {id}")))
+        })
+        .collect();
+    assert_eq!(seen, expected);
+
+    let again = store.append_message(message(161, "alice", "bob", Some("k5"))).await.unwrap();
+    assert_eq!(again, Appended::Duplicate { id: 5 });
+    let reused = store.append_message(message(100, "alice", "bob", None)).await;
+    assert!(matches!(reused, Err(StoreError::Conflict(_))), "{reused:?}");
+}
