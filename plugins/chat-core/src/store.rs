@@ -215,6 +215,17 @@ pub trait ChatStore: Send + Sync + 'static {
     /// Stores inbox entries that are not messages (receipts, group events); returns their
     /// seqs in order.
     async fn append_entries(&self, entries: Vec<NewEntry>) -> Result<Vec<u64>, StoreError>;
+    /// [`ChatStore::append_entries`] in two steps, like
+    /// [`ChatStore::append_message_applied`]: returns once the entries are applied. A
+    /// backend may take its time making entries durable that nobody waits for (receipts:
+    /// what a power cut loses of them, the next acknowledgement or read sends again). The
+    /// default does both steps before returning.
+    async fn append_entries_applied(
+        &self,
+        entries: Vec<NewEntry>,
+    ) -> Result<(Vec<u64>, Durable), StoreError> {
+        Ok((self.append_entries(entries).await?, Durable::now()))
+    }
     /// Entries of `user`'s inbox with seq > `after`, in seq order, at most `limit`.
     async fn inbox(
         &self,
@@ -227,7 +238,9 @@ pub trait ChatStore: Send + Sync + 'static {
     async fn last_seq(&self, user_id: &str) -> Result<u64, StoreError>;
     /// The highest seq this device acknowledged (0 if none).
     async fn cursor(&self, user_id: &str, device_id: &str) -> Result<u64, StoreError>;
-    /// Moves a device's cursor forward (never back: a lower `seq` is ignored).
+    /// Moves a device's cursor forward (never back: a lower `seq` is ignored). Reads see it
+    /// at once; a backend may make it durable a little later, as a cursor that a power cut
+    /// sets back only delivers entries again.
     async fn set_cursor(&self, user_id: &str, device_id: &str, seq: u64) -> Result<(), StoreError>;
     /// A chat's messages with id < `before` (all when None), newest first, at most `limit`.
     async fn history(
@@ -236,7 +249,9 @@ pub trait ChatStore: Send + Sync + 'static {
         before: Option<u64>,
         limit: usize,
     ) -> Result<Vec<StoredMessage>, StoreError>;
-    /// Moves `reader`'s watermark in `chat` forward to `up_to`; true if it moved.
+    /// Moves `reader`'s watermark in `chat` forward to `up_to`; true if it moved. Durable
+    /// no later than an entry appended after it (the receipt it causes), which a backend
+    /// may make durable a little later.
     async fn advance_watermark(
         &self,
         kind: Watermark,

@@ -98,12 +98,13 @@ pub(crate) async fn read(
 }
 
 /// Stores receipt entries and wakes their users' pumps. The watermark has moved already, so
-/// a failure is retried a few times before it is given up (and logged).
+/// a failure is retried a few times before it is given up (and logged). A receipt goes out
+/// once applied, without waiting for the disk: nothing is acknowledged on it.
 async fn append(chat: &Arc<Chat>, entries: Vec<NewEntry>) {
     let mut delay = Duration::from_millis(50);
     for attempt in 1..=ATTEMPTS {
-        match chat.store.append_entries(entries.clone()).await {
-            Ok(seqs) => {
+        match chat.store.append_entries_applied(entries.clone()).await {
+            Ok((seqs, _durable)) => {
                 for (entry, seq) in entries.into_iter().zip(seqs) {
                     chat.inboxes.appended(entry, seq);
                 }

@@ -122,10 +122,11 @@ impl SqliteChatStore {
     }
 
     /// Sends `write` to the writer; returns its reply once applied, and what completes once
-    /// it is durable.
-    async fn apply(&self, write: Write) -> Result<(Reply, Durable), StoreError> {
+    /// it is durable. With `waited_for` false, nobody is expected to wait for that, and the
+    /// commit may stay unsynced for up to `durable::LAZY_SYNC` (until someone does).
+    async fn apply(&self, write: Write, waited_for: bool) -> Result<(Reply, Durable), StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.writes.send(Job { write, reply }).map_err(|_| stopped())?;
+        self.writes.send(Job { write, reply, waited_for }).map_err(|_| stopped())?;
         let (reply, commit) = answer.await.map_err(|_| stopped())??;
         let durable = match &self.syncer {
             Some(syncer) if syncer.synced() < commit => {
@@ -139,7 +140,7 @@ impl SqliteChatStore {
 
     /// Sends `write` to the writer; returns its reply once durable.
     async fn write(&self, write: Write) -> Result<Reply, StoreError> {
-        let (reply, durable) = self.apply(write).await?;
+        let (reply, durable) = self.apply(write, true).await?;
         durable.wait().await?;
         Ok(reply)
     }
@@ -228,7 +229,7 @@ impl ChatStore for SqliteChatStore {
         &self,
         message: NewMessage,
     ) -> Result<(Appended, Durable), StoreError> {
-        match self.apply(Write::AppendMessage(message)).await? {
+        match self.apply(Write::AppendMessage(message), true).await? {
             (Reply::Appended(appended), durable) => Ok((appended, durable)),
             (other, _) => Err(mismatch(other)),
         }
@@ -241,6 +242,19 @@ impl ChatStore for SqliteChatStore {
         match self.write(Write::AppendEntries(entries)).await? {
             Reply::Seqs(seqs) => Ok(seqs),
             other => Err(mismatch(other)),
+        }
+    }
+
+    async fn append_entries_applied(
+        &self,
+        entries: Vec<NewEntry>,
+    ) -> Result<(Vec<u64>, Durable), StoreError> {
+        if entries.is_empty() {
+            return Ok((Vec::new(), Durable::now()));
+        }
+        match self.apply(Write::AppendEntries(entries), false).await? {
+            (Reply::Seqs(seqs), durable) => Ok((seqs, durable)),
+            (other, _) => Err(mismatch(other)),
         }
     }
 
@@ -286,7 +300,7 @@ impl ChatStore for SqliteChatStore {
 
     async fn set_cursor(&self, user_id: &str, device_id: &str, seq: u64) -> Result<(), StoreError> {
         let write = Write::SetCursor { user_id: user_id.into(), device_id: device_id.into(), seq };
-        self.write(write).await.map(drop)
+        self.apply(write, false).await.map(drop)
     }
 
     async fn history(
@@ -320,9 +334,10 @@ impl ChatStore for SqliteChatStore {
     ) -> Result<bool, StoreError> {
         let write =
             Write::AdvanceWatermark { kind, reader: reader.into(), chat: chat.into(), up_to };
-        match self.write(write).await? {
-            Reply::Moved(moved) => Ok(moved),
-            other => Err(mismatch(other)),
+        // Durable with the receipt it causes, which comes after it.
+        match self.apply(write, false).await? {
+            (Reply::Moved(moved), _) => Ok(moved),
+            (other, _) => Err(mismatch(other)),
         }
     }
 

@@ -29,7 +29,7 @@ use seed_chat_core::{Appended, NewEntry, NewMessage, RefreshToken, StoreError, n
 use tokio::sync::oneshot;
 
 use crate::appends::Appends;
-use crate::durable::{Syncer, UNSYNCED_ENTRIES};
+use crate::durable::{Dirty, Syncer, UNSYNCED_ENTRIES};
 use crate::segments::{self, Segments};
 use crate::unflushed::{self, Idle, Slice, Unflushed, Waiting};
 use crate::{backend, int, journal, schema, uint, watermark_kind};
@@ -84,6 +84,9 @@ pub type Answer = Result<(Reply, u64), StoreError>;
 pub struct Job {
     pub write: Write,
     pub reply: oneshot::Sender<Answer>,
+    /// The caller waits for the write to be on disk: its commit is synced at once, not
+    /// within `durable::LAZY_SYNC`.
+    pub waited_for: bool,
 }
 
 /// How often the checkpoint thread copies the WAL back into the database file.
@@ -130,7 +133,7 @@ pub fn run(
         {
             commits += 1;
             if let Some(syncer) = syncer {
-                syncer.written(commits, committed.wal);
+                syncer.written(commits, committed.dirty, committed.waited_for);
                 unsynced.add(syncer, commits, committed.entries);
             }
         }
@@ -279,10 +282,12 @@ pub fn checkpoints(
     }
 }
 
-/// What a batch committed: the inbox entries it appended, and whether it wrote to the WAL.
+/// What a batch committed: the inbox entries it appended, the files it wrote to, and
+/// whether a caller waits for it to be on disk.
 struct Committed {
     entries: u64,
-    wal: bool,
+    dirty: Dirty,
+    waited_for: bool,
 }
 
 /// Applies `batch`, leaving one result per job in `results`: its appends as one journal
@@ -350,7 +355,8 @@ fn commit_batch(
         }
         None => 0,
     };
-    Some(Committed { entries, wal })
+    let dirty = Dirty { wal, journal: record.is_some() };
+    Some(Committed { entries, dirty, waited_for: batch.iter().any(|job| job.waited_for) })
 }
 
 /// Copies committed pages from the WAL into the database file, without waiting for readers
