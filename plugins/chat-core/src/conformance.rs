@@ -58,6 +58,7 @@ where
     cursors(make().await).await;
     history(make().await).await;
     watermarks(make().await).await;
+    watermark_and_receipts(make().await).await;
     expiry(make().await).await;
 }
 
@@ -553,6 +554,29 @@ pub async fn watermarks(store: Arc<dyn ChatStore>) {
         !store.advance_watermark(read, "carol", &chat, 0).await.unwrap(),
         "watermarks: 0 is where every watermark starts"
     );
+}
+
+/// `advance_watermark_and_append`: the entries are appended exactly when the watermark
+/// moves, with the inbox's next seqs.
+pub async fn watermark_and_receipts(store: Arc<dyn ChatStore>) {
+    let chat = dm_chat("alice", "bob");
+    let delivered = Watermark::Delivered;
+    store.append_message(message(7, "alice", "bob", None)).await.unwrap();
+    let receipt = || vec![entry("alice", b"delivered 7")];
+    let moved = store.advance_watermark_and_append(delivered, "bob", &chat, 7, receipt());
+    assert_eq!(moved.await.unwrap(), Some(vec![2]), "watermark and receipts: moved");
+    assert_eq!(store.watermark(delivered, "bob", &chat).await.unwrap(), 7);
+    let alice = store.inbox("alice", 1, 10).await.unwrap();
+    assert_eq!(alice.len(), 1);
+    assert_eq!(&alice[0].envelope[..], b"delivered 7", "watermark and receipts: the receipt");
+    for up_to in [7, 3, 0] {
+        let again = store.advance_watermark_and_append(delivered, "bob", &chat, up_to, receipt());
+        assert_eq!(again.await.unwrap(), None, "watermark and receipts: {up_to} is no move");
+    }
+    assert_eq!(store.last_seq("alice").await.unwrap(), 2, "a receipt without a move stored");
+    let empty = store.advance_watermark_and_append(delivered, "bob", &chat, 8, Vec::new());
+    assert_eq!(empty.await.unwrap(), Some(Vec::new()), "watermark and receipts: no entries");
+    assert_eq!(store.watermark(delivered, "bob", &chat).await.unwrap(), 8);
 }
 
 /// Expiry deletes old entries only; seqs, cursors and messages are untouched.

@@ -249,9 +249,9 @@ pub trait ChatStore: Send + Sync + 'static {
         before: Option<u64>,
         limit: usize,
     ) -> Result<Vec<StoredMessage>, StoreError>;
-    /// Moves `reader`'s watermark in `chat` forward to `up_to`; true if it moved. Durable
-    /// no later than an entry appended after it (the receipt it causes), which a backend
-    /// may make durable a little later.
+    /// Moves `reader`'s watermark in `chat` forward to `up_to`; true if it moved. A backend
+    /// may make it durable a little later: a watermark that a power cut sets back only
+    /// sends its receipt again.
     async fn advance_watermark(
         &self,
         kind: Watermark,
@@ -259,6 +259,25 @@ pub trait ChatStore: Send + Sync + 'static {
         chat: &str,
         up_to: u64,
     ) -> Result<bool, StoreError>;
+    /// [`ChatStore::advance_watermark`] and, if the watermark moved, `entries` (the receipts
+    /// the move causes) appended in the same write; the entries' seqs if it moved, None if
+    /// not. Answers once applied, like [`ChatStore::append_entries_applied`]: nobody is
+    /// acknowledged on it, so a backend may make it durable a little later. One write
+    /// instead of two in a row: the cost of a receipt is mostly the trips to the store.
+    /// The default makes the two calls, one after the other.
+    async fn advance_watermark_and_append(
+        &self,
+        kind: Watermark,
+        reader: &str,
+        chat: &str,
+        up_to: u64,
+        entries: Vec<NewEntry>,
+    ) -> Result<Option<Vec<u64>>, StoreError> {
+        if !self.advance_watermark(kind, reader, chat, up_to).await? {
+            return Ok(None);
+        }
+        self.append_entries(entries).await.map(Some)
+    }
     async fn watermark(&self, kind: Watermark, reader: &str, chat: &str)
     -> Result<u64, StoreError>;
     /// Deletes inbox entries created before `before` (unix ms); returns how many. Seqs,

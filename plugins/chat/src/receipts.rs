@@ -16,7 +16,7 @@ use seed_proto::v1::receipt::Kind;
 use crate::Chat;
 use crate::envelope::{self, Acked};
 
-/// Attempts at storing a receipt whose watermark already moved.
+/// Attempts at moving a watermark and storing its receipts.
 const ATTEMPTS: u32 = 5;
 
 /// A device acknowledged inbox entries: its cursor moves to the highest (or to `cursor`, when
@@ -44,18 +44,12 @@ pub(crate) async fn acknowledged(
     let receipts = async {
         for (from, up_to) in latest {
             let chat_key = dm_chat(&user, &from);
-            let moved =
-                chat.store.advance_watermark(Watermark::Delivered, &user, &chat_key, up_to).await;
-            match moved {
-                Ok(true) => {
-                    let receipt = envelope::receipt(Kind::Delivered, &user, up_to, "");
-                    let entry = NewEntry { user_id: from, envelope: receipt, skip_device: None };
-                    append(&chat, vec![entry]).await;
-                }
-                Ok(false) => {}
-                Err(error) => {
-                    tracing::warn!(%error, user, "advancing the delivered watermark failed");
-                }
+            let receipt = envelope::receipt(Kind::Delivered, &user, up_to, "");
+            let entry = NewEntry { user_id: from, envelope: receipt, skip_device: None };
+            let moved = advance(&chat, Watermark::Delivered, &user, &chat_key, up_to, vec![entry]);
+            if let Err(error) = moved.await {
+                // The next acknowledgement that moves the watermark sends a receipt then.
+                tracing::error!(%error, user, "a delivered receipt could not be stored");
             }
         }
     };
@@ -78,9 +72,6 @@ pub(crate) async fn read(
     up_to: u64,
 ) -> Result<(), StoreError> {
     let chat_key = dm_chat(reader, peer);
-    if !chat.store.advance_watermark(Watermark::Read, reader, &chat_key, up_to).await? {
-        return Ok(());
-    }
     let mut entries = Vec::with_capacity(2);
     if peer != reader && !chat.directory.is_blocked(&*chat.store, reader, peer).await? {
         let receipt = envelope::receipt(Kind::Read, reader, up_to, "");
@@ -93,30 +84,40 @@ pub(crate) async fn read(
         envelope: receipt,
         skip_device: Some(device.to_owned()),
     });
-    append(chat, entries).await;
-    Ok(())
+    advance(chat, Watermark::Read, reader, &chat_key, up_to, entries).await
 }
 
-/// Stores receipt entries and wakes their users' pumps. The watermark has moved already, so
-/// a failure is retried a few times before it is given up (and logged). A receipt goes out
-/// once applied, without waiting for the disk: nothing is acknowledged on it.
-async fn append(chat: &Arc<Chat>, entries: Vec<NewEntry>) {
+/// Moves a watermark and, if it moved, stores its receipt entries in the same write and
+/// wakes their users' pumps. A failure is retried a few times; the last one is returned.
+/// The receipts go out once applied, without waiting for the disk: nothing is acknowledged
+/// on them.
+async fn advance(
+    chat: &Arc<Chat>,
+    kind: Watermark,
+    reader: &str,
+    chat_key: &str,
+    up_to: u64,
+    entries: Vec<NewEntry>,
+) -> Result<(), StoreError> {
     let mut delay = Duration::from_millis(50);
-    for attempt in 1..=ATTEMPTS {
-        match chat.store.append_entries_applied(entries.clone()).await {
-            Ok((seqs, _durable)) => {
+    let mut attempt = 1;
+    loop {
+        let stored =
+            chat.store.advance_watermark_and_append(kind, reader, chat_key, up_to, entries.clone());
+        match stored.await {
+            Ok(Some(seqs)) => {
                 for (entry, seq) in entries.into_iter().zip(seqs) {
                     chat.inboxes.appended(entry, seq);
                 }
-                return;
+                return Ok(());
             }
-            Err(error) if attempt == ATTEMPTS => {
-                tracing::error!(%error, "a receipt could not be stored and is lost");
-            }
+            Ok(None) => return Ok(()),
+            Err(error) if attempt == ATTEMPTS => return Err(error),
             Err(error) => {
-                tracing::warn!(%error, attempt, "storing a receipt failed; retrying");
+                tracing::warn!(%error, attempt, reader, ?kind, "storing a receipt failed; retrying");
                 tokio::time::sleep(delay).await;
                 delay *= 2;
+                attempt += 1;
             }
         }
     }

@@ -332,11 +332,23 @@ impl ChatStore for SqliteChatStore {
         chat: &str,
         up_to: u64,
     ) -> Result<bool, StoreError> {
-        let write =
-            Write::AdvanceWatermark { kind, reader: reader.into(), chat: chat.into(), up_to };
-        // Durable with the receipt it causes, which comes after it.
+        let moved = self.advance_watermark_and_append(kind, reader, chat, up_to, Vec::new());
+        moved.await.map(|moved| moved.is_some())
+    }
+
+    async fn advance_watermark_and_append(
+        &self,
+        kind: Watermark,
+        reader: &str,
+        chat: &str,
+        up_to: u64,
+        entries: Vec<NewEntry>,
+    ) -> Result<Option<Vec<u64>>, StoreError> {
+        let (reader, chat) = (reader.into(), chat.into());
+        let write = Write::AdvanceWatermark { kind, reader, chat, up_to, entries };
+        // Nobody waits for the disk: it goes with the next commit someone does wait for.
         match self.apply(write, false).await? {
-            (Reply::Moved(moved), _) => Ok(moved),
+            (Reply::Advanced(seqs), _) => Ok(seqs),
             (other, _) => Err(mismatch(other)),
         }
     }

@@ -41,23 +41,51 @@ const MAX_BATCH: usize = 4096;
 /// One write call.
 #[derive(Debug)]
 pub enum Write {
-    CreateUser { user_id: String, password_hash: String },
+    CreateUser {
+        user_id: String,
+        password_hash: String,
+    },
     PutRefreshToken(RefreshToken),
     TakeRefreshToken([u8; 32]),
-    RevokeDevice { user_id: String, device_id: String, at: u64 },
-    SetBlocked { user: String, blocked: String, on: bool },
+    RevokeDevice {
+        user_id: String,
+        device_id: String,
+        at: u64,
+    },
+    SetBlocked {
+        user: String,
+        blocked: String,
+        on: bool,
+    },
     AppendMessage(NewMessage),
     AppendEntries(Vec<NewEntry>),
-    SetCursor { user_id: String, device_id: String, seq: u64 },
-    AdvanceWatermark { kind: seed_chat_core::Watermark, reader: String, chat: String, up_to: u64 },
-    ExpireEntries { before: u64 },
+    SetCursor {
+        user_id: String,
+        device_id: String,
+        seq: u64,
+    },
+    /// A watermark, and the entries appended if it moves.
+    AdvanceWatermark {
+        kind: seed_chat_core::Watermark,
+        reader: String,
+        chat: String,
+        up_to: u64,
+        entries: Vec<NewEntry>,
+    },
+    ExpireEntries {
+        before: u64,
+    },
 }
 
 impl Write {
     /// Whether the write changes the database with more than one statement (and so needs a
     /// savepoint to be undone alone).
     fn needs_savepoint(&self) -> bool {
-        matches!(self, Write::RevokeDevice { .. })
+        match self {
+            Write::RevokeDevice { .. } => true,
+            Write::AdvanceWatermark { entries, .. } => !entries.is_empty(),
+            _ => false,
+        }
     }
 
     /// Whether the write only appends (to the journal, not to SQLite).
@@ -73,7 +101,8 @@ pub enum Reply {
     Token(Option<RefreshToken>),
     Appended(Appended),
     Seqs(Vec<u64>),
-    Moved(bool),
+    /// A watermark: the seqs of the entries appended if it moved, None if it did not.
+    Advanced(Option<Vec<u64>>),
     Count(u64),
 }
 
@@ -482,9 +511,9 @@ fn apply(
         Write::SetCursor { user_id, device_id, seq } => {
             appends.cursor(conn, waiting, user_id, device_id, *seq).map(|()| Reply::Done)
         }
-        Write::AdvanceWatermark { kind, reader, chat, up_to } => {
+        Write::AdvanceWatermark { kind, reader, chat, up_to, entries } => {
             if *up_to == 0 {
-                return Ok(Reply::Moved(false));
+                return Ok(Reply::Advanced(None));
             }
             let changed = conn
                 .prepare_cached(
@@ -496,7 +525,11 @@ fn apply(
                     s.execute(params![reader, chat, watermark_kind(*kind), int(*up_to)])
                 })
                 .map_err(backend)?;
-            Ok(Reply::Moved(changed > 0))
+            if changed == 0 {
+                return Ok(Reply::Advanced(None));
+            }
+            // A failure here rolls the watermark back too (`needs_savepoint`).
+            appends.entries(conn, waiting, entries, now).map(|seqs| Reply::Advanced(Some(seqs)))
         }
         Write::ExpireEntries { before } => {
             // Entries still in memory are written out first, so they expire like the rest.
