@@ -126,6 +126,24 @@ async fn a_failed_call_spares_its_batch() {
     assert_eq!(store.last_seq("bob").await.unwrap(), 4);
 }
 
+/// A watermark moves with its receipts or not at all: when the receipts cannot be
+/// appended (here the table of inbox heads is gone under the store), the watermark stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watermark_whose_receipts_fail_stays_put() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, false);
+    let chat = seed_chat_core::dm_chat("bob", "dave");
+    let delivered = seed_chat_core::Watermark::Delivered;
+    assert!(store.advance_watermark(delivered, "bob", &chat, 5).await.unwrap());
+    let other = rusqlite::Connection::open(dir.path().join("chat.db")).unwrap();
+    other.execute_batch("DROP TABLE inbox_heads").unwrap();
+
+    let receipt = vec![conformance::entry("dave", b"delivered 9")];
+    let moved = store.advance_watermark_and_append(delivered, "bob", &chat, 9, receipt).await;
+    assert!(moved.is_err(), "the receipt's inbox head cannot be read: {moved:?}");
+    assert_eq!(store.watermark(delivered, "bob", &chat).await.unwrap(), 5, "moved alone");
+}
+
 /// 10,000 messages from 100 concurrent tasks: gapless seqs, and quick even in debug.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn group_commit_under_load() {
