@@ -52,7 +52,6 @@ where
     append_keeps_entries(make().await).await;
     idempotency(make().await).await;
     applied_then_durable(make().await).await;
-    entries_applied_then_durable(make().await).await;
     concurrent_appends(make().await).await;
     inbox_paging(make().await).await;
     cursors(make().await).await;
@@ -382,28 +381,6 @@ pub async fn applied_then_durable(store: Arc<dyn ChatStore>) {
     let seqs: Vec<u64> = store.inbox("bob", 0, 100).await.unwrap().iter().map(|e| e.seq).collect();
     assert_eq!(seqs, (1..=21).collect::<Vec<_>>(), "applied: inbox after the durables");
     assert_eq!(store.history(&dm_chat("alice", "bob"), None, 10).await.unwrap().len(), 1);
-}
-
-/// `append_entries_applied`: the entries are readable once it returns, with the inbox's
-/// next seqs, and their `Durable` completes — a backend may sync such entries late, but not
-/// never. No entries: nothing stored, and durable at once.
-pub async fn entries_applied_then_durable(store: Arc<dyn ChatStore>) {
-    store.append_message(message(1, "alice", "bob", None)).await.unwrap();
-    let (seqs, durable) = store
-        .append_entries_applied(vec![entry("bob", b"r1"), entry("alice", b"r2")])
-        .await
-        .unwrap();
-    assert_eq!(seqs, vec![2, 2], "entries applied: seqs");
-    let bob = store.inbox("bob", 1, 10).await.unwrap();
-    assert_eq!(bob.len(), 1, "entries applied: readable before they are durable");
-    assert_eq!(&bob[0].envelope[..], b"r1");
-    let waited = tokio::time::timeout(std::time::Duration::from_secs(10), durable.wait()).await;
-    waited.expect("entries applied: never durable").expect("entries applied: Durable failed");
-    let (none, durable) = store.append_entries_applied(Vec::new()).await.unwrap();
-    assert!(none.is_empty(), "entries applied: no entries, no seqs");
-    durable.wait().await.expect("entries applied: an empty append's Durable failed");
-    assert_eq!(store.last_seq("bob").await.unwrap(), 2, "entries applied: an empty append stored");
-    assert_eq!(store.last_seq("alice").await.unwrap(), 2);
 }
 
 /// Many concurrent appends: every inbox's seqs are unique and gapless.

@@ -215,17 +215,6 @@ pub trait ChatStore: Send + Sync + 'static {
     /// Stores inbox entries that are not messages (receipts, group events); returns their
     /// seqs in order.
     async fn append_entries(&self, entries: Vec<NewEntry>) -> Result<Vec<u64>, StoreError>;
-    /// [`ChatStore::append_entries`] in two steps, like
-    /// [`ChatStore::append_message_applied`]: returns once the entries are applied. A
-    /// backend may take its time making entries durable that nobody waits for (receipts:
-    /// what a power cut loses of them, the next acknowledgement or read sends again). The
-    /// default does both steps before returning.
-    async fn append_entries_applied(
-        &self,
-        entries: Vec<NewEntry>,
-    ) -> Result<(Vec<u64>, Durable), StoreError> {
-        Ok((self.append_entries(entries).await?, Durable::now()))
-    }
     /// Entries of `user`'s inbox with seq > `after`, in seq order, at most `limit`.
     async fn inbox(
         &self,
@@ -261,10 +250,11 @@ pub trait ChatStore: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
     /// [`ChatStore::advance_watermark`] and, if the watermark moved, `entries` (the receipts
     /// the move causes) appended in the same write; the entries' seqs if it moved, None if
-    /// not. Answers once applied, like [`ChatStore::append_entries_applied`]: nobody is
-    /// acknowledged on it, so a backend may make it durable a little later. One write
-    /// instead of two in a row: the cost of a receipt is mostly the trips to the store.
-    /// The default makes the two calls, one after the other.
+    /// not. One write instead of two in a row: the cost of a receipt is mostly the trips
+    /// to the store. Answers once applied: nobody is acknowledged on it, so a backend may
+    /// make it durable a little later (what a power cut loses of it, the next
+    /// acknowledgement or read sends again). The default makes the two calls, one after
+    /// the other.
     async fn advance_watermark_and_append(
         &self,
         kind: Watermark,

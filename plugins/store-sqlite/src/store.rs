@@ -245,19 +245,6 @@ impl ChatStore for SqliteChatStore {
         }
     }
 
-    async fn append_entries_applied(
-        &self,
-        entries: Vec<NewEntry>,
-    ) -> Result<(Vec<u64>, Durable), StoreError> {
-        if entries.is_empty() {
-            return Ok((Vec::new(), Durable::now()));
-        }
-        match self.apply(Write::AppendEntries(entries), false).await? {
-            (Reply::Seqs(seqs), durable) => Ok((seqs, durable)),
-            (other, _) => Err(mismatch(other)),
-        }
-    }
-
     async fn inbox(
         &self,
         user_id: &str,
