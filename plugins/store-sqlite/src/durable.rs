@@ -68,10 +68,8 @@ struct State {
     needed: u64,
     /// When the oldest commit not yet synced was written.
     unsynced_since: Option<Instant>,
-    /// A commit since the last sync wrote to the WAL.
-    wal: bool,
-    /// A commit since the last sync wrote to the journal.
-    journal: bool,
+    /// The files the commits since the last sync wrote to.
+    dirty: Dirty,
     /// The writer has stopped: sync what is written and end.
     closing: bool,
 }
@@ -115,8 +113,8 @@ impl Syncer {
             state.unsynced_since = Some(Instant::now());
         }
         state.written = commit;
-        state.wal |= dirty.wal;
-        state.journal |= dirty.journal;
+        state.dirty.wal |= dirty.wal;
+        state.dirty.journal |= dirty.journal;
         drop(state);
         if waited_for {
             self.need(commit);
@@ -175,8 +173,8 @@ impl Syncer {
 
     /// The thread: fsyncs the journal's current segment and `wal`, each when a commit wrote
     /// to it, as soon as a commit past the last sync is waited for (or [`LAZY_SYNC`] after
-    /// one that is not), until closed. (The writer
-    /// syncs a segment itself before it moves on to the next.)
+    /// one that is not), until closed. (The writer syncs a segment itself before it moves
+    /// on to the next.)
     pub fn run(&self, wal: &File, journal: &Current) {
         let mut last = Instant::now();
         loop {
@@ -208,22 +206,12 @@ impl Syncer {
                         _ => break,
                     }
                 }
-                let dirty = Dirty {
-                    wal: std::mem::take(&mut state.wal),
-                    journal: std::mem::take(&mut state.journal),
-                };
-                (state.written, dirty)
+                (state.written, std::mem::take(&mut state.dirty))
             };
             last = Instant::now();
+            let sync = |file: &File, dirty| if dirty { file.sync_data() } else { Ok(()) };
             let segment = journal.lock().unwrap_or_else(PoisonError::into_inner).clone();
-            let synced = match dirty.journal {
-                true => segment.sync_data(),
-                false => Ok(()),
-            };
-            let synced = synced.and_then(|()| match dirty.wal {
-                true => wal.sync_data(),
-                false => Ok(()),
-            });
+            let synced = sync(&segment, dirty.journal).and_then(|()| sync(wal, dirty.wal));
             if let Err(e) = synced {
                 tracing::error!(error = %e, "chat store: fsync failed; writes are refused until a restart");
                 let _ = self.failed.set(StoreError::Backend(format!(
